@@ -1,0 +1,56 @@
+"""The table of every optfree optimizer, shared by the cross-cutting tests.
+
+Each entry gives a factory that takes keyword hyperparameters and returns an
+``optax.GradientTransformation``, and keyword arguments that make a short run
+move noticeably on a small problem. Tests that must hold for every optimizer
+(composition, checkpoints, dtypes, faults) parametrize over ``OPTIMIZERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import optax
+
+import optfree
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  name: str
+  factory: Callable[..., optax.GradientTransformation]
+  kwargs: dict[str, Any]
+  schedule_free: bool = False
+
+  def make(self, **overrides: Any) -> optax.GradientTransformation:
+    return self.factory(**{**self.kwargs, **overrides})
+
+
+def _schedule_free_over_adam(learning_rate=1e-2, **kwargs):
+  # The wrapper's base must produce the z-step; Adam without momentum does.
+  return optfree.schedule_free(
+      optax.adam(learning_rate, b1=0.0), learning_rate, **kwargs
+  )
+
+
+OPTIMIZERS = (
+    Entry("schedule_free_sgd", optfree.schedule_free_sgd,
+          dict(learning_rate=0.1, warmup_steps=2), schedule_free=True),
+    Entry("schedule_free_adamw", optfree.schedule_free_adamw,
+          dict(learning_rate=1e-2, warmup_steps=2, weight_decay=1e-3),
+          schedule_free=True),
+    Entry("schedule_free_radam", optfree.schedule_free_radam,
+          dict(learning_rate=1e-2, weight_decay=1e-3), schedule_free=True),
+    Entry("schedule_free_wrapper", _schedule_free_over_adam,
+          dict(learning_rate=1e-2), schedule_free=True),
+    Entry("adabound", optfree.adabound,
+          dict(learning_rate=1e-2, final_lr=0.1, weight_decay=1e-3)),
+    Entry("amsbound", optfree.amsbound,
+          dict(learning_rate=1e-2, final_lr=0.1)),
+    Entry("adaboundw", optfree.adaboundw,
+          dict(learning_rate=1e-2, final_lr=0.1, weight_decay=1e-3)),
+    Entry("lion", optfree.lion, dict(learning_rate=1e-3, weight_decay=1e-2)),
+)
+
+OPTIMIZER_IDS = tuple(entry.name for entry in OPTIMIZERS)
