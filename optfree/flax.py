@@ -1,0 +1,345 @@
+"""Flax helpers for Schedule-Free evaluation and BatchNorm statistics.
+
+Schedule-Free training holds three sequences: the model's parameters are ``y``
+(where gradients are taken), ``z`` lives in the optimizer state, and the point
+to evaluate at is ``x``. PyTorch's ``schedulefree`` swaps ``x`` into the model
+with ``optimizer.eval()`` and back with ``optimizer.train()``; the helpers here
+do the same functionally, for linen ``TrainState`` and for NNX models with an
+``nnx.Optimizer``.
+
+BatchNorm running statistics collected during training describe activations at
+``y``, not at ``x``; :func:`recompute_batch_stats` recomputes them at the
+evaluation point from a few batches (``torch.optim.swa_utils.update_bn``).
+
+``import optfree`` does not import this module, so optfree works without Flax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable, Iterable, Iterator
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import optax
+
+from optfree import schedule_free
+
+
+def eval_params(train_state: Any) -> optax.Params:
+  """Returns the Schedule-Free evaluation point ``x`` of a linen TrainState.
+
+  The linen counterpart of PyTorch's ``optimizer.eval()``: ``train_state.params``
+  is ``y`` and the optimizer state holds what is needed to form ``x``, wherever
+  the Schedule-Free state sits in ``train_state.tx`` (see
+  :func:`optfree.eval_params`).
+
+  Args:
+    train_state: a ``flax.training.train_state.TrainState`` (or anything with
+      ``params`` and ``opt_state``) whose ``tx`` contains a Schedule-Free
+      optimizer.
+
+  Returns:
+    The parameters at ``x``, with the structure of ``train_state.params``.
+
+  Raises:
+    ValueError: when ``train_state.opt_state`` holds no Schedule-Free state.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optfree, optfree.flax
+    >>> from flax.training import train_state
+    >>> state = train_state.TrainState.create(
+    ...     apply_fn=lambda variables, inputs: variables['params']['w'] * inputs,
+    ...     params={'w': jnp.array([1.0, -2.0])},
+    ...     tx=optfree.schedule_free_sgd(learning_rate=0.5))
+    >>> state = state.apply_gradients(grads={'w': jnp.array([1.0, 1.0])})
+    >>> x = optfree.flax.eval_params(state)
+    >>> print(x['w'].round(3), state.params['w'].round(3))
+    [ 0.5 -2.5] [ 0.95 -2.05]
+  """
+  return schedule_free.eval_params(train_state.opt_state, train_state.params)
+
+
+def _nnx_eval_state(model: nnx.Module, optimizer: nnx.Optimizer) -> Any:
+  params = nnx.as_pure(nnx.state(model, optimizer.wrt, graph=optimizer.graph))
+  return schedule_free.eval_params(nnx.as_pure(optimizer.opt_state), params)
+
+
+def eval_model(model: nnx.Module, optimizer: nnx.Optimizer) -> nnx.Module:
+  """Returns a copy of an NNX model whose parameters are at ``x``.
+
+  The functional form of PyTorch's ``optimizer.eval()``: ``model`` keeps its
+  training parameters ``y``; the copy holds the Schedule-Free evaluation point
+  ``x`` computed from ``optimizer.opt_state``. Other variables (BatchNorm
+  statistics, RNG state) are copied as they are; the copy shares no variable
+  with ``model``, so :func:`recompute_batch_stats` on it leaves the training
+  model untouched. Arrays are immutable, so only ``x`` takes new memory.
+
+  Args:
+    model: an NNX module trained by ``optimizer``.
+    optimizer: the ``nnx.Optimizer(model, tx, wrt=...)`` whose ``tx`` contains
+      a Schedule-Free optimizer.
+
+  Returns:
+    A new module with the parameters selected by ``optimizer.wrt`` at ``x``.
+
+  Raises:
+    ValueError: when the optimizer state holds no Schedule-Free state.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optfree, optfree.flax
+    >>> from flax import nnx
+    >>> model = nnx.Linear(2, 1, use_bias=False, rngs=nnx.Rngs(0))
+    >>> model.kernel[...] = jnp.array([[1.0], [-2.0]])
+    >>> optimizer = nnx.Optimizer(
+    ...     model, optfree.schedule_free_sgd(learning_rate=0.5), wrt=nnx.Param)
+    >>> grads = nnx.grad(lambda m: m(jnp.ones(2))[0])(model)  # all ones
+    >>> _ = optimizer.update(model, grads)
+    >>> model_at_x = optfree.flax.eval_model(model, optimizer)
+    >>> print(model_at_x.kernel[...].ravel().round(3), model.kernel[...].ravel().round(3))
+    [ 0.5 -2.5] [ 0.95 -2.05]
+  """
+  model_at_x = nnx.clone(model)
+  nnx.update(model_at_x, _nnx_eval_state(model, optimizer))
+  return model_at_x
+
+
+@contextlib.contextmanager
+def evaluating(
+    model: nnx.Module, optimizer: nnx.Optimizer
+) -> Iterator[nnx.Module]:
+  """Context in which an NNX model's parameters are at ``x``, restored after.
+
+  ``optimizer.eval()`` on entry and ``optimizer.train()`` on exit, done in
+  place without a copy of the model. The training parameters ``y`` are put
+  back on exit, also when the body raises; do not update the model inside.
+  Variables other than the parameters (BatchNorm statistics) are not restored,
+  so statistics recomputed inside stay.
+
+  Args:
+    model: an NNX module trained by ``optimizer``.
+    optimizer: the ``nnx.Optimizer`` whose ``tx`` contains a Schedule-Free
+      optimizer.
+
+  Yields:
+    ``model`` itself, with the parameters selected by ``optimizer.wrt`` at ``x``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optfree, optfree.flax
+    >>> from flax import nnx
+    >>> model = nnx.Linear(2, 1, use_bias=False, rngs=nnx.Rngs(0))
+    >>> model.kernel[...] = jnp.array([[1.0], [-2.0]])
+    >>> optimizer = nnx.Optimizer(
+    ...     model, optfree.schedule_free_sgd(learning_rate=0.5), wrt=nnx.Param)
+    >>> grads = nnx.grad(lambda m: m(jnp.ones(2))[0])(model)  # all ones
+    >>> _ = optimizer.update(model, grads)
+    >>> with optfree.flax.evaluating(model, optimizer):
+    ...   print(model(jnp.array([1.0, 0.0])).round(3))
+    [0.5]
+    >>> print(model(jnp.array([1.0, 0.0])).round(3))
+    [0.95]
+  """
+  training_params = nnx.as_pure(
+      nnx.state(model, optimizer.wrt, graph=optimizer.graph)
+  )
+  nnx.update(model, _nnx_eval_state(model, optimizer))
+  try:
+    yield model
+  finally:
+    nnx.update(model, training_params)
+
+
+def _call_model(model: nnx.Module, batch: Any) -> Any:
+  return model(batch)
+
+
+@functools.partial(nnx.jit, static_argnums=0)
+def _nnx_batch_statistics(
+    forward: Callable[[nnx.Module, Any], Any], model: nnx.Module, batch: Any
+) -> Any:
+  forward(model, batch)
+  return nnx.as_pure(nnx.state(model, nnx.BatchStat))
+
+
+def _recompute_nnx(
+    model: nnx.Module,
+    batches: Iterable[Any],
+    forward: Callable[[nnx.Module, Any], Any],
+) -> None:
+  batch_norm_paths = frozenset(
+      path for path, module in nnx.iter_modules(model)
+      if isinstance(module, nnx.BatchNorm)
+  )
+  if not batch_norm_paths:
+    raise ValueError("recompute_batch_stats: the model has no nnx.BatchNorm.")
+  # With momentum 0 each BatchNorm stores exactly the current batch's mean and
+  # variance; averaging them over the batches weights every batch equally.
+  view = nnx.with_attributes(
+      model, only=nnx.BatchNorm, use_running_average=False, momentum=0.0
+  )
+  total, count = None, 0
+  for batch in batches:
+    statistics = _nnx_batch_statistics(forward, view, batch)
+    total = statistics if total is None else jax.tree.map(
+        jnp.add, total, statistics
+    )
+    count += 1
+  if count == 0:
+    raise ValueError("recompute_batch_stats: batches is empty.")
+  # Statistics of other modules (a custom BatchStat) are left as they were.
+  averages = nnx.filter_state(
+      total, lambda path, _: path[:-1] in batch_norm_paths
+  )
+  nnx.update(model, jax.tree.map(lambda s: s / count, averages))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _linen_batch_statistics(
+    apply_fn: Callable[..., Any],
+    apply_kwargs: tuple[tuple[str, Any], ...],
+    variables: Any,
+    batch_stats: Any,
+    batch: Any,
+) -> Any:
+  _, mutated = apply_fn(
+      {**variables, "batch_stats": batch_stats}, batch,
+      mutable=["batch_stats"], **dict(apply_kwargs),
+  )
+  return mutated["batch_stats"]
+
+
+def _recompute_linen(
+    apply_fn: Callable[..., Any],
+    variables: Any,
+    batches: Iterable[Any],
+    apply_kwargs: dict[str, Any],
+) -> Any:
+  if variables is None or "batch_stats" not in variables:
+    raise ValueError(
+        "recompute_batch_stats: for a linen model pass variables="
+        "{'params': ..., 'batch_stats': ...}."
+    )
+  stale = variables["batch_stats"]
+  other = {k: v for k, v in variables.items() if k != "batch_stats"}
+  statistics = functools.partial(
+      _linen_batch_statistics, apply_fn, tuple(sorted(apply_kwargs.items())),
+      other,
+  )
+  zeros = jax.tree.map(jnp.zeros_like, stale)
+  # A linen BatchNorm updates ra <- m * ra + (1 - m) * stat with its own
+  # momentum m. From ra = 0 it returns (1 - m) * stat; from ra = 1 it returns
+  # m + (1 - m) * stat, so the difference of the two runs gives 1 - m per leaf
+  # without access to the module's attributes.
+  total, keep, count = None, None, 0
+  for batch in batches:
+    decayed = statistics(zeros, batch)
+    if total is None:
+      total = decayed
+      from_ones = statistics(jax.tree.map(jnp.ones_like, stale), batch)
+      keep = jax.tree.map(lambda a, b: 1 - (b - a), decayed, from_ones)
+    else:
+      total = jax.tree.map(jnp.add, total, decayed)
+    count += 1
+  if count == 0:
+    raise ValueError("recompute_batch_stats: batches is empty.")
+  return jax.tree.map(lambda t, k: t / (count * k), total, keep)
+
+
+def recompute_batch_stats(
+    model: Any,
+    batches: Iterable[Any],
+    *,
+    variables: Any = None,
+    forward: Callable[[nnx.Module, Any], Any] | None = None,
+    **apply_kwargs: Any,
+) -> Any:
+  r"""Recomputes BatchNorm statistics at the current parameters.
+
+  Each BatchNorm's running mean and variance become the equal-weight average
+  of the per-batch mean and variance over ``batches``, computed in training
+  mode at the given parameters (PyTorch's ``swa_utils.update_bn``, which
+  Schedule-Free's documentation recommends before evaluating at ``x``):
+
+  .. math::
+    \mu = \frac{1}{K} \sum_{k=1}^{K} \mathrm{mean}(h_k), \qquad
+    \sigma^2 = \frac{1}{K} \sum_{k=1}^{K} \mathrm{var}(h_k)
+
+  where :math:`h_k` is the BatchNorm input on batch :math:`k`. Use it on the
+  model at ``x`` (:func:`eval_model`, :func:`eval_params`), whose activations
+  differ from those at ``y`` where training collected the statistics.
+
+  Two forms:
+
+  - NNX: ``recompute_batch_stats(model, batches, forward=None)`` updates every
+    ``nnx.BatchNorm`` of ``model`` in place and returns ``None``.
+    ``forward(model, batch)`` runs the model on a batch (default
+    ``model(batch)``); BatchNorm layers run in training mode with momentum 0
+    during the pass, other layers in whatever mode ``model`` is in.
+  - linen: ``recompute_batch_stats(apply_fn, batches, variables=...,
+    **apply_kwargs)`` with ``apply_fn`` a linen module's ``apply`` (e.g.
+    ``state.apply_fn``) and ``variables`` holding ``'params'`` (at ``x``) and
+    the stale ``'batch_stats'``; calls ``apply_fn(variables, batch,
+    mutable=['batch_stats'], **apply_kwargs)``, so pass what puts BatchNorm in
+    training mode (e.g. ``train=True``). Returns the new ``batch_stats``.
+    Every leaf of ``batch_stats`` must be updated as ``m * ra + (1 - m) *
+    stat`` with ``m < 1``, as ``flax.linen.BatchNorm`` does.
+
+  Args:
+    model: an ``nnx.Module``, or a linen ``apply`` function.
+    batches: a finite iterable of model inputs, all of one shape (a few
+      training batches are enough).
+    variables: linen only: the variables dict with ``'batch_stats'``.
+    forward: NNX only: how to run the model on one batch.
+    **apply_kwargs: linen only: keyword arguments of ``apply_fn``; they must
+      be hashable (they are static under ``jit``).
+
+  Returns:
+    ``None`` for NNX (the model is updated), the new ``batch_stats`` for linen.
+
+  Raises:
+    ValueError: when ``batches`` is empty, the NNX model has no BatchNorm, or
+      the linen ``variables`` has no ``'batch_stats'``.
+
+  References:
+    Defazio et al., `The Road Less Scheduled
+    <https://arxiv.org/abs/2405.15682>`_, 2024 (and the ``schedulefree``
+    README on BatchNorm); Izmailov et al., `Averaging Weights Leads to Wider
+    Optima and Better Generalization <https://arxiv.org/abs/1803.05407>`_, 2018.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import optfree.flax
+    >>> from flax import nnx
+    >>> model = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    >>> batches = [jnp.array([[0.0, 1.0], [2.0, 3.0]]),
+    ...            jnp.array([[4.0, 1.0], [6.0, 3.0]])]
+    >>> optfree.flax.recompute_batch_stats(model, batches)
+    >>> print(model.mean[...], model.var[...])
+    [3. 2.] [1. 1.]
+    >>> from flax import linen as nn
+    >>> module = nn.BatchNorm(use_running_average=False)
+    >>> variables = module.init(jax.random.key(0), batches[0])
+    >>> stats = optfree.flax.recompute_batch_stats(
+    ...     module.apply, batches, variables=variables)
+    >>> print(stats['mean'].round(4), stats['var'].round(4))
+    [3. 2.] [1. 1.]
+  """
+  if isinstance(model, nnx.Module):
+    if variables is not None or apply_kwargs:
+      raise ValueError(
+          "recompute_batch_stats: variables and apply keyword arguments are "
+          "for linen; an NNX model carries its own variables."
+      )
+    _recompute_nnx(model, batches, forward or _call_model)
+    return None
+  if forward is not None:
+    raise ValueError(
+        "recompute_batch_stats: forward is for NNX models; for linen pass "
+        "apply keyword arguments."
+    )
+  return _recompute_linen(model, variables, batches, apply_kwargs)
