@@ -1,0 +1,398 @@
+"""optfree in Flax: linen TrainState, nnx.Optimizer, and optfree.flax helpers."""
+
+from typing import Any
+
+from flax import linen as nn
+from flax import nnx
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optfree
+import optfree.flax
+from tests.optimizer_table import OPTIMIZER_IDS
+from tests.optimizer_table import OPTIMIZERS
+
+SCHEDULE_FREE = tuple(entry for entry in OPTIMIZERS if entry.schedule_free)
+SCHEDULE_FREE_IDS = tuple(entry.name for entry in SCHEDULE_FREE)
+STEPS = 6
+
+
+def _regression_batches(count, seed=0):
+  rng = np.random.default_rng(seed)
+  return [
+      (jnp.asarray(rng.normal(size=(16, 4)), jnp.float32),
+       jnp.asarray(rng.normal(size=(16, 3)), jnp.float32))
+      for _ in range(count)
+  ]
+
+
+def _assert_trees_equal(actual, expected):
+  jax.tree.map(np.testing.assert_array_equal, actual, expected)
+
+
+def _assert_trees_close(actual, expected):
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      actual, expected,
+  )
+
+
+# ------------------------------------------------------------------ linen
+
+class _LinenRegressor(nn.Module):
+
+  @nn.compact
+  def __call__(self, inputs):
+    return nn.Dense(3)(jnp.tanh(nn.Dense(8)(inputs)))
+
+
+def _linen_loss(apply_fn, params, batch):
+  inputs, targets = batch
+  return jnp.mean((apply_fn({"params": params}, inputs) - targets) ** 2)
+
+
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_linen_train_state_equals_manual_optax_loop(entry):
+  module = _LinenRegressor()
+  batches = _regression_batches(STEPS)
+  params = module.init(jax.random.key(0), batches[0][0])["params"]
+  state = train_state.TrainState.create(
+      apply_fn=module.apply, params=params, tx=entry.make()
+  )
+  tx = entry.make()
+  manual_params, manual_state = params, tx.init(params)
+  for batch in batches:
+    grads = jax.grad(_linen_loss, argnums=1)(module.apply, state.params, batch)
+    state = state.apply_gradients(grads=grads)
+    manual_grads = jax.grad(_linen_loss, argnums=1)(
+        module.apply, manual_params, batch
+    )
+    updates, manual_state = tx.update(manual_grads, manual_state, manual_params)
+    manual_params = optax.apply_updates(manual_params, updates)
+
+  assert int(state.step) == STEPS
+  _assert_trees_equal(state.params, manual_params)
+  _assert_trees_equal(state.opt_state, manual_state)
+  assert not np.allclose(state.params["Dense_0"]["kernel"],
+                         params["Dense_0"]["kernel"])
+  if entry.schedule_free:
+    _assert_trees_equal(
+        optfree.flax.eval_params(state),
+        optfree.eval_params(manual_state, manual_params),
+    )
+
+
+# -------------------------------------------------------------------- nnx
+
+class _NnxRegressor(nnx.Module):
+
+  def __init__(self, rngs):
+    self.hidden = nnx.Linear(4, 8, rngs=rngs)
+    self.out = nnx.Linear(8, 3, rngs=rngs)
+
+  def __call__(self, inputs):
+    return self.out(jnp.tanh(self.hidden(inputs)))
+
+
+def _nnx_loss(model, batch):
+  inputs, targets = batch
+  return jnp.mean((model(inputs) - targets) ** 2)
+
+
+def _trained_nnx(entry, steps=STEPS):
+  model = _NnxRegressor(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, entry.make(), wrt=nnx.Param)
+  for batch in _regression_batches(steps):
+    optimizer.update(model, nnx.grad(_nnx_loss)(model, batch))
+  return model, optimizer
+
+
+def _pure_params(model):
+  return nnx.as_pure(nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_nnx_optimizer_equals_manual_optax_loop(entry):
+  model, optimizer = _trained_nnx(entry)
+
+  graphdef, params = nnx.split(_NnxRegressor(nnx.Rngs(0)), nnx.Param)
+  params = nnx.as_pure(params)
+  tx = entry.make()
+  state = tx.init(params)
+  for batch in _regression_batches(STEPS):
+    grads = jax.grad(lambda p: _nnx_loss(nnx.merge(graphdef, p), batch))(params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+  _assert_trees_close(_pure_params(model), params)
+  _assert_trees_close(nnx.as_pure(optimizer.opt_state), state)
+
+
+@pytest.mark.parametrize("entry", SCHEDULE_FREE, ids=SCHEDULE_FREE_IDS)
+def test_eval_params_accepts_nnx_optimizer_state(entry):
+  """The call issue 7 documents, on nnx's Variable-wrapped trees."""
+  model, optimizer = _trained_nnx(entry)
+  expected = optfree.eval_params(
+      nnx.as_pure(optimizer.opt_state), _pure_params(model)
+  )
+  x = optfree.eval_params(optimizer.opt_state, nnx.state(model, nnx.Param))
+  _assert_trees_equal(nnx.as_pure(x), expected)
+
+
+@pytest.mark.parametrize("entry", SCHEDULE_FREE, ids=SCHEDULE_FREE_IDS)
+def test_eval_model_is_a_copy_at_x(entry):
+  model, optimizer = _trained_nnx(entry)
+  y = _pure_params(model)
+  x = optfree.eval_params(nnx.as_pure(optimizer.opt_state), y)
+  assert not np.allclose(x["hidden"]["kernel"], y["hidden"]["kernel"])
+
+  model_at_x = optfree.flax.eval_model(model, optimizer)
+
+  _assert_trees_equal(_pure_params(model_at_x), x)
+  _assert_trees_equal(_pure_params(model), y)
+  inputs = _regression_batches(1)[0][0]
+  np.testing.assert_allclose(
+      model_at_x(inputs), nnx.merge(nnx.graphdef(model), x)(inputs),
+      rtol=1e-6,
+  )
+  model_at_x.hidden.kernel[...] = jnp.zeros_like(y["hidden"]["kernel"])
+  _assert_trees_equal(_pure_params(model), y)
+
+
+def test_evaluating_swaps_x_in_and_restores_y():
+  model, optimizer = _trained_nnx(SCHEDULE_FREE[0])
+  y = _pure_params(model)
+  x = optfree.eval_params(nnx.as_pure(optimizer.opt_state), y)
+
+  with optfree.flax.evaluating(model, optimizer) as evaluated:
+    assert evaluated is model
+    _assert_trees_equal(_pure_params(model), x)
+  _assert_trees_equal(_pure_params(model), y)
+
+  with pytest.raises(RuntimeError, match="inside"):
+    with optfree.flax.evaluating(model, optimizer):
+      raise RuntimeError("inside")
+  _assert_trees_equal(_pure_params(model), y)
+
+
+def test_eval_helpers_without_schedule_free_raise():
+  model = _NnxRegressor(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optfree.lion(1e-3), wrt=nnx.Param)
+  with pytest.raises(ValueError, match="ScheduleFreeState"):
+    optfree.flax.eval_model(model, optimizer)
+  with pytest.raises(ValueError, match="ScheduleFreeState"):
+    with optfree.flax.evaluating(model, optimizer):
+      pass
+
+
+# ------------------------------------------------- BatchNorm statistics
+
+DIM, HIDDEN, CLASSES, TRAIN_SIZE, BATCH = 8, 32, 4, 512, 64
+
+
+def _classification_data(seed=0, test_size=1024):
+  """Gaussian classes, inputs far from zero mean and unit scale."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(CLASSES, DIM))
+
+  def draw(size):
+    labels = rng.integers(0, CLASSES, size=size)
+    inputs = centers[labels] + rng.normal(size=(size, DIM))
+    return jnp.asarray(5.0 * inputs + 3.0, jnp.float32), jnp.asarray(labels)
+
+  return draw(TRAIN_SIZE), draw(test_size)
+
+
+def _train_batches(inputs, labels, steps):
+  for step in range(steps):
+    start = (step * BATCH) % TRAIN_SIZE
+    yield inputs[start:start + BATCH], labels[start:start + BATCH]
+
+
+class _NnxBatchNormNet(nnx.Module):
+
+  def __init__(self, rngs):
+    self.linear1 = nnx.Linear(DIM, HIDDEN, rngs=rngs)
+    self.norm1 = nnx.BatchNorm(HIDDEN, rngs=rngs)
+    self.linear2 = nnx.Linear(HIDDEN, HIDDEN, rngs=rngs)
+    self.norm2 = nnx.BatchNorm(HIDDEN, rngs=rngs)
+    self.head = nnx.Linear(HIDDEN, CLASSES, rngs=rngs)
+
+  def __call__(self, inputs):
+    hidden = nnx.relu(self.norm1(self.linear1(inputs)))
+    return self.head(nnx.relu(self.norm2(self.linear2(hidden))))
+
+
+class _LinenBatchNormNet(nn.Module):
+
+  @nn.compact
+  def __call__(self, inputs, train: bool):
+    hidden = inputs
+    for _ in range(2):
+      hidden = nn.Dense(HIDDEN)(hidden)
+      hidden = nn.relu(nn.BatchNorm(use_running_average=not train)(hidden))
+    return nn.Dense(CLASSES)(hidden)
+
+
+def _cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _accuracy(logits, labels):
+  return float(jnp.mean(jnp.argmax(logits, -1) == labels))
+
+
+def _batch_statistics(activations):
+  return activations.mean(0), activations.var(0)
+
+
+def test_nnx_recompute_equals_statistics_of_the_batches():
+  model = _NnxBatchNormNet(nnx.Rngs(0))
+  (inputs, _), _ = _classification_data()
+  batches = [inputs[:BATCH], inputs[BATCH:2 * BATCH], inputs[2 * BATCH:3 * BATCH]]
+
+  optfree.flax.recompute_batch_stats(model, batches)
+
+  first = [_batch_statistics(model.linear1(b)) for b in batches]
+  np.testing.assert_allclose(
+      model.norm1.mean[...], np.mean([m for m, _ in first], 0), rtol=1e-5)
+  np.testing.assert_allclose(
+      model.norm1.var[...], np.mean([v for _, v in first], 0), rtol=1e-5)
+  # The second layer sees the first normalized with each batch's own
+  # statistics (training mode), as during training.
+  second = []
+  for batch in batches:
+    pre = model.linear1(batch)
+    mean, var = _batch_statistics(pre)
+    normalized = (pre - mean) / jnp.sqrt(var + model.norm1.epsilon)
+    normalized = normalized * model.norm1.scale[...] + model.norm1.bias[...]
+    second.append(_batch_statistics(model.linear2(nnx.relu(normalized))))
+  np.testing.assert_allclose(
+      model.norm2.mean[...], np.mean([m for m, _ in second], 0),
+      rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+      model.norm2.var[...], np.mean([v for _, v in second], 0),
+      rtol=1e-4, atol=1e-6)
+  assert model.norm1.momentum == 0.99
+  assert model.norm1.use_running_average is False
+
+
+def test_linen_recompute_equals_statistics_of_the_batches():
+  module = _LinenBatchNormNet()
+  (inputs, _), _ = _classification_data()
+  batches = [inputs[:BATCH], inputs[BATCH:2 * BATCH]]
+  variables = module.init(jax.random.key(0), batches[0], train=False)
+  stale = jax.tree.map(lambda s: s + 1.0, variables["batch_stats"])
+
+  stats = optfree.flax.recompute_batch_stats(
+      module.apply, batches,
+      variables={**variables, "batch_stats": stale}, train=True,
+  )
+
+  dense = variables["params"]["Dense_0"]
+  first = [_batch_statistics(b @ dense["kernel"] + dense["bias"])
+           for b in batches]
+  np.testing.assert_allclose(
+      stats["BatchNorm_0"]["mean"], np.mean([m for m, _ in first], 0),
+      rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      stats["BatchNorm_0"]["var"], np.mean([v for _, v in first], 0),
+      rtol=1e-4, atol=1e-5)
+  assert jax.tree.structure(stats) == jax.tree.structure(stale)
+
+
+def test_recompute_rejects_bad_input():
+  with pytest.raises(ValueError, match="no nnx.BatchNorm"):
+    optfree.flax.recompute_batch_stats(_NnxRegressor(nnx.Rngs(0)), [])
+  with pytest.raises(ValueError, match="empty"):
+    optfree.flax.recompute_batch_stats(_NnxBatchNormNet(nnx.Rngs(0)), [])
+  module = _LinenBatchNormNet()
+  variables = module.init(jax.random.key(0), jnp.ones((2, DIM)), train=False)
+  with pytest.raises(ValueError, match="batch_stats"):
+    optfree.flax.recompute_batch_stats(
+        module.apply, [jnp.ones((2, DIM))],
+        variables={"params": variables["params"]}, train=True)
+
+
+# Schedule-Free AdamW at a large learning rate, 50 steps: the running
+# statistics were collected at y (and still carry their initial values), while
+# evaluation happens at x. Over seeds 0-3 recomputing them raised test accuracy
+# by 0.10-0.13 (NNX); the margin asserted is half of that.
+SF_LEARNING_RATE, SF_STEPS, MARGIN = 0.2, 50, 0.05
+
+
+def test_nnx_recomputed_statistics_beat_stale_ones_at_x():
+  (inputs, labels), (test_inputs, test_labels) = _classification_data()
+  model = _NnxBatchNormNet(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(
+      model, optfree.schedule_free_adamw(SF_LEARNING_RATE), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, optimizer, batch_inputs, batch_labels):
+    loss = lambda m: _cross_entropy(m(batch_inputs), batch_labels)
+    optimizer.update(model, nnx.grad(loss)(model))
+
+  for batch in _train_batches(inputs, labels, SF_STEPS):
+    train_step(model, optimizer, *batch)
+
+  stale = optfree.flax.eval_model(model, optimizer)
+  fresh = optfree.flax.eval_model(model, optimizer)
+  optfree.flax.recompute_batch_stats(
+      fresh, [inputs[k * BATCH:(k + 1) * BATCH] for k in range(4)])
+  stale.eval()
+  fresh.eval()
+  evaluate = nnx.jit(lambda m: m(test_inputs))
+  stale_logits, fresh_logits = evaluate(stale), evaluate(fresh)
+
+  assert _accuracy(fresh_logits, test_labels) > (
+      _accuracy(stale_logits, test_labels) + MARGIN)
+  assert _cross_entropy(fresh_logits, test_labels) < _cross_entropy(
+      stale_logits, test_labels)
+  # The training model's statistics were left alone.
+  np.testing.assert_array_equal(model.norm1.mean[...], stale.norm1.mean[...])
+
+
+class _BatchNormTrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+def test_linen_recomputed_statistics_beat_stale_ones_at_x():
+  (inputs, labels), (test_inputs, test_labels) = _classification_data()
+  module = _LinenBatchNormNet()
+  variables = module.init(jax.random.key(0), inputs[:BATCH], train=False)
+  state = _BatchNormTrainState.create(
+      apply_fn=module.apply, params=variables["params"],
+      batch_stats=variables["batch_stats"],
+      tx=optfree.schedule_free_adamw(SF_LEARNING_RATE))
+
+  @jax.jit
+  def train_step(state, batch_inputs, batch_labels):
+    def loss(params):
+      logits, mutated = state.apply_fn(
+          {"params": params, "batch_stats": state.batch_stats}, batch_inputs,
+          train=True, mutable=["batch_stats"])
+      return _cross_entropy(logits, batch_labels), mutated["batch_stats"]
+
+    grads, batch_stats = jax.grad(loss, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads, batch_stats=batch_stats)
+
+  for batch in _train_batches(inputs, labels, SF_STEPS):
+    state = train_step(state, *batch)
+
+  x = optfree.flax.eval_params(state)
+  fresh_stats = optfree.flax.recompute_batch_stats(
+      state.apply_fn, [inputs[k * BATCH:(k + 1) * BATCH] for k in range(4)],
+      variables={"params": x, "batch_stats": state.batch_stats}, train=True)
+  evaluate = jax.jit(lambda stats: state.apply_fn(
+      {"params": x, "batch_stats": stats}, test_inputs, train=False))
+  stale_logits = evaluate(state.batch_stats)
+  fresh_logits = evaluate(fresh_stats)
+
+  assert _accuracy(fresh_logits, test_labels) > (
+      _accuracy(stale_logits, test_labels) + MARGIN)
+  assert _cross_entropy(fresh_logits, test_labels) < _cross_entropy(
+      stale_logits, test_labels)
