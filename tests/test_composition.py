@@ -9,6 +9,7 @@ runs agree to rounding.
 """
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +139,22 @@ def test_after_clip_by_global_norm_equals_clipped_gradients(entry, wrapper):
                            expected_params)
 
 
+def _keyword_factory(entry):
+  """The entry's factory with its hyperparameters as named keywords.
+
+  inject_hyperparams binds keywords to the factory's signature, and cannot
+  bind them through a ``**kwargs`` (the table's wrapper helper has one).
+  """
+  def factory(**hyperparams):
+    return entry.make(**hyperparams)
+
+  factory.__signature__ = inspect.Signature([
+      inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+      for name in (*entry.kwargs, "b1")
+  ])
+  return factory
+
+
 LEARNING_RATE_FACTORS = (1.0, 0.5, 2.0, 0.25, 1.0, 3.0)
 B1_VALUES = (0.9, 0.8, 0.95, 0.7, 0.9, 0.85)
 
@@ -146,16 +163,15 @@ B1_VALUES = (0.9, 0.8, 0.95, 0.7, 0.9, 0.85)
 def test_inject_hyperparams_changes_without_recompiling(entry):
   """Learning rate and b1 changed between steps, one compilation.
 
-  The injected run must equal a run that builds the optimizer afresh with
-  each step's values (concrete floats) and carries the state across.
+  All of the entry's hyperparameters are injected; the run must equal one
+  that builds the optimizer afresh with each step's values (concrete floats)
+  and carries the state across.
   """
   batches = _batches(STEPS)
   base_lr = entry.kwargs["learning_rate"]
-
-  def factory(learning_rate, b1):
-    return entry.make(learning_rate=learning_rate, b1=b1)
-
-  tx = optax.inject_hyperparams(factory)(learning_rate=base_lr, b1=0.9)
+  tx = optax.inject_hyperparams(_keyword_factory(entry))(**entry.kwargs, b1=0.9)
+  # Every numeric hyperparameter of the entry is injected (a traced array).
+  assert set(tx.init(_init_params()).hyperparams) == {*entry.kwargs, "b1"}
   traces = []
 
   @jax.jit
