@@ -1,17 +1,17 @@
-"""Schedule-Free SGD, AdamW, RAdam and a Schedule-Free wrapper for optax.
+r"""Schedule-Free SGD, AdamW, RAdam and a Schedule-Free wrapper for optax.
 
 Schedule-Free learning (Defazio et al., 2024) replaces a decaying learning-rate
 schedule by interpolation and averaging over three sequences:
 
 .. math::
 
-  y_t = (1 - \\beta_1) z_t + \\beta_1 x_t, \\qquad
-  z_{t+1} = z_t - \\gamma_t d_t, \\qquad
+  y_t = (1 - \beta_1) z_t + \beta_1 x_t, \qquad
+  z_{t+1} = z_t - \gamma_t d_t, \qquad
   x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1},
 
 where :math:`d_t` is the base direction computed from the gradient at
-:math:`y_t`, and :math:`c_{t+1} = w_{t+1} / \\sum_{i \\le t+1} w_i` with
-:math:`w_t = t^r \\gamma_{\\max,t}^{p}` (``r``, ``weight_lr_power`` = p).
+:math:`y_t`, and :math:`c_{t+1} = w_{t+1} / \sum_{i \le t+1} w_i` with
+:math:`w_t = t^r \gamma_{\max,t}^{p}` (``r``, ``weight_lr_power`` = p).
 
 The params a user holds are :math:`y` (where gradients are taken); :math:`z`
 lives in the state; :math:`x`, the point to evaluate, is derived by
@@ -21,7 +21,7 @@ implementation (PyPI ``schedulefree`` 1.4.1), which never forms :math:`x`:
 .. math::
 
   y_{t+1} = y_t + c_{t+1} (z_t - y_t)
-            + \\gamma_t (\\beta_1 (1 - c_{t+1}) - 1) d_t.
+            + \gamma_t (\beta_1 (1 - c_{t+1}) - 1) d_t.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 class ScheduleFreeState(NamedTuple):
-  """State of every Schedule-Free transformation.
+  r"""State of every Schedule-Free transformation.
 
   Attributes:
     count: number of updates applied (int32; saturates instead of wrapping).
     lr_max: running maximum of the learning rate used by the z-step.
     weight_sum: running sum of the averaging weights :math:`w_t`, kept as a
       Kahan-compensated pair with ``weight_sum_compensation`` so that
-      :math:`c_t = w_t / \\sum w` stays right far past :math:`2^{24}` steps
+      :math:`c_t = w_t / \sum w` stays right far past :math:`2^{24}` steps
       in float32.
     weight_sum_compensation: the rounding error not yet added to
       ``weight_sum``.
-    b1: the :math:`\\beta_1` of the last update, read by :func:`eval_params`
+    b1: the :math:`\beta_1` of the last update, read by :func:`eval_params`
       (so it stays right when ``b1`` is injected or scheduled).
     z: the base sequence, a pytree like the params (dtype ``state_dtype``).
     base_state: state of the z-step: ``optax.EmptyState()`` for SGD,
@@ -95,7 +95,7 @@ def _zeros_tree(params: optax.Params, dtype: Any) -> optax.Params:
 
 
 def _init_state(
-    params: optax.Params, b1: Any, state_dtype: Any, base_state: optax.OptState
+    params: optax.Params, b1: Any, z: optax.Params, base_state: optax.OptState
 ) -> ScheduleFreeState:
   dtype = _scalar_dtype(params)
   return ScheduleFreeState(
@@ -104,7 +104,7 @@ def _init_state(
       weight_sum=jnp.zeros([], dtype),
       weight_sum_compensation=jnp.zeros([], dtype),
       b1=jnp.asarray(b1, dtype),
-      z=_copy_tree(params, state_dtype),
+      z=z,
       base_state=base_state,
   )
 
@@ -337,7 +337,7 @@ def _schedule_free_elementwise(
         if adaptive
         else optax.EmptyState()
     )
-    return _init_state(params, b1, state_dtype, base_state)
+    return _init_state(params, b1, _copy_tree(params, state_dtype), base_state)
 
   def update_fn(grads, state, params=None):
     _check_trees(name, grads, state, params)
@@ -736,8 +736,7 @@ def schedule_free(
 
   def init_fn(params):
     z = _copy_tree(params, state_dtype)
-    state = _init_state(params, b1, state_dtype, base_optimizer.init(z))
-    return state._replace(z=z)
+    return _init_state(params, b1, z, base_optimizer.init(z))
 
   def update_fn(grads, state, params=None, **extra_args):
     _check_trees("schedule_free", grads, state, params)
@@ -755,11 +754,11 @@ def schedule_free(
     base_updates, base_state = base_optimizer.update(
         grads, state.base_state, base_params, **extra_args
     )
-    z_step = 1 - b1_ * (1 - c)
+    z_step_weight = 1 - b1_ * (1 - c)
 
     def leaf_update(y, z, base_z, u):
       new_z = (base_z + u).astype(z.dtype)
-      update = c * (z - y) + z_step * (new_z - z)
+      update = c * (z - y) + z_step_weight * (new_z - z)
       return update.astype(y.dtype), new_z
 
     z_leaves, treedef = jax.tree.flatten(state.z)
