@@ -15,13 +15,20 @@ where :math:`d_t` is the base direction computed from the gradient at
 
 The params a user holds are :math:`y` (where gradients are taken); :math:`z`
 lives in the state; :math:`x`, the point to evaluate, is derived by
-:func:`eval_params`. Each update is written in the lerp form of the reference
-implementation (PyPI ``schedulefree`` 1.4.1), which never forms :math:`x`:
+:func:`eval_params`. Each update uses the lerp form of the reference
+implementation (PyPI ``schedulefree`` 1.4.1), which never forms :math:`x` and
+never divides by :math:`\beta_1`,
 
 .. math::
 
   y_{t+1} = y_t + c_{t+1} (z_t - y_t)
-            + \gamma_t (\beta_1 (1 - c_{t+1}) - 1) d_t.
+            + \gamma_t (\beta_1 (1 - c_{t+1}) - 1) d_t
+          = y_t + c_{t+1} (z_{t+1} - y_t)
+            - \gamma_t (1 - \beta_1)(1 - c_{t+1}) d_t,
+
+in its second, equal form: written on :math:`z_{t+1}`, nothing reads
+:math:`z_t` once :math:`z_{t+1}` is written, so XLA updates both buffers in
+place instead of copying them first.
 """
 
 from __future__ import annotations
@@ -325,9 +332,9 @@ def _schedule_free_elementwise(
 ) -> optax.GradientTransformation:
   """Schedule-Free over SGD (``b2=None``), Adam or rectified Adam.
 
-  The whole step is one elementwise function per leaf that reads g, y, z (and
-  nu) once and writes the update, z (and nu) once; every scalar is computed
-  once per step outside it.
+  The whole step is one elementwise function per leaf of g, y, z (and nu)
+  that writes the update, z (and nu); every scalar is computed once per step
+  outside it.
   """
   adaptive = b2 is not None
 
@@ -371,7 +378,10 @@ def _schedule_free_elementwise(
       # The reference's (k + 1) / warmup_steps, capped at 1 after warmup.
       lr = lr * jnp.minimum(step / jnp.asarray(warmup_steps, dtype), 1)
     lr, b1_, c, scalars = _averaging_step(state, lr, b1, r, weight_lr_power)
-    y_step = lr * (b1_ * (1 - c) - 1)
+    # The reference's y + c (z - y) + lr (b1 (1 - c) - 1) d, rewritten on
+    # z_new = z - lr d: then nothing reads the old z after z_new is written,
+    # and XLA updates y and z in place without copying either.
+    y_step = lr * (b1_ - 1) * (1 - c)
 
     def leaf_update(g, y, z, nu, decay):
       d = g
@@ -382,8 +392,8 @@ def _schedule_free_elementwise(
             normalize, normalized, g)
       if decay is not None:
         d = d + jnp.asarray(decay, dtype) * y
-      update = c * (z - y) + y_step * d
       new_z = z - lr * d
+      update = c * (new_z - y) + y_step * d
       return update.astype(y.dtype), new_z.astype(z.dtype), nu
 
     z_leaves, treedef = jax.tree.flatten(state.z)
@@ -431,11 +441,12 @@ def schedule_free_sgd(
     \gamma_{\max} &= \max_{i \le k} \gamma_i, \quad
     w_{k+1} = (k+1)^r \gamma_{\max}^{p}, \quad
     c_{k+1} = w_{k+1} / \textstyle\sum_{i \le k+1} w_i, \\
-    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
-               + \gamma_k (\beta_1 (1 - c_{k+1}) - 1) d_k, \\
-    z_{k+1} &= z_k - \gamma_k d_k.
+    z_{k+1} &= z_k - \gamma_k d_k, \\
+    y_{k+1} &= y_k + c_{k+1} (z_{k+1} - y_k)
+               - \gamma_k (1 - \beta_1)(1 - c_{k+1}) d_k
 
-  The update returned is :math:`y_{k+1} - y_k`, so ``optax.apply_updates``
+  (the reference's lerp form, rewritten on :math:`z_{k+1}`; see the module
+  docstring). The update returned is :math:`y_{k+1} - y_k`, so ``optax.apply_updates``
   yields :math:`y_{k+1}`. Evaluate the model at :func:`eval_params`. The state
   holds one param-sized buffer (:math:`z`).
 
@@ -512,9 +523,9 @@ def schedule_free_adamw(
     \nu_{k+1} &= \beta_2 \nu_k + (1 - \beta_2) g_k^2, \\
     d_k &= \frac{g_k}{\sqrt{\nu_{k+1} / (1 - \beta_2^{k+1})} + \epsilon}
            + \lambda y_k, \\
-    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
-               + \gamma_k (\beta_1 (1 - c_{k+1}) - 1) d_k, \\
-    z_{k+1} &= z_k - \gamma_k d_k,
+    z_{k+1} &= z_k - \gamma_k d_k, \\
+    y_{k+1} &= y_k + c_{k+1} (z_{k+1} - y_k)
+               - \gamma_k (1 - \beta_1)(1 - c_{k+1}) d_k,
 
   with :math:`\gamma_k`, :math:`c_{k+1}` as in :func:`schedule_free_sgd`
   (one learning-rate evaluation per step, shared by both). The state holds two
@@ -685,8 +696,8 @@ def schedule_free(
     \tilde z_k &= z_k - \gamma_k \lambda_y y_k, \quad
     z_{k+1} = \tilde z_k + u_k, \quad
     u_k = \text{base}(g_k, \text{params}=\tilde z_k), \\
-    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
-               + (1 - \beta_1 (1 - c_{k+1})) (z_{k+1} - z_k),
+    y_{k+1} &= y_k + c_{k+1} (z_{k+1} - y_k)
+               + (1 - \beta_1)(1 - c_{k+1}) (z_{k+1} - z_k),
 
   with :math:`c_{k+1}` as in :func:`schedule_free_sgd`, computed from
   ``learning_rate`` (pass the same value or schedule the base uses).
@@ -744,6 +755,7 @@ def schedule_free(
     lr, b1_, c, scalars = _averaging_step(
         state, _learning_rate_at(learning_rate, k), b1, r, weight_lr_power
     )
+    decay = None
     if _is_static_zero(weight_decay_at_y):
       base_params = state.z
     else:
@@ -754,20 +766,21 @@ def schedule_free(
     base_updates, base_state = base_optimizer.update(
         grads, state.base_state, base_params, **extra_args
     )
-    z_step_weight = 1 - b1_ * (1 - c)
+    # y + c (z - y) + (1 - b1 (1 - c)) (z_new - z), rewritten on z_new as in
+    # the elementwise optimizers, with z_new - z = u - decay y.
+    z_step_weight = (1 - b1_) * (1 - c)
 
-    def leaf_update(y, z, base_z, u):
-      new_z = (base_z + u).astype(z.dtype)
-      update = c * (z - y) + z_step_weight * (new_z - z)
+    def leaf_update(y, base_z, u):
+      new_z = (base_z + u).astype(base_z.dtype)
+      z_step = u if decay is None else u - decay * y
+      update = c * (new_z - y) + z_step_weight * z_step
       return update.astype(y.dtype), new_z
 
-    z_leaves, treedef = jax.tree.flatten(state.z)
     updates, z = _map_leaves(
         leaf_update,
-        treedef,
+        jax.tree.structure(state.z),
         2,
         jax.tree.leaves(params),
-        z_leaves,
         jax.tree.leaves(base_params),
         jax.tree.leaves(base_updates),
     )
