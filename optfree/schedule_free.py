@@ -446,9 +446,9 @@ def schedule_free_sgd(
                - \gamma_k (1 - \beta_1)(1 - c_{k+1}) d_k
 
   (the reference's lerp form, rewritten on :math:`z_{k+1}`; see the module
-  docstring). The update returned is :math:`y_{k+1} - y_k`, so ``optax.apply_updates``
-  yields :math:`y_{k+1}`. Evaluate the model at :func:`eval_params`. The state
-  holds one param-sized buffer (:math:`z`).
+  docstring). The update returned is :math:`y_{k+1} - y_k`, so
+  ``optax.apply_updates`` yields :math:`y_{k+1}`. Evaluate the model at
+  :func:`eval_params`. The state holds one param-sized buffer (:math:`z`).
 
   Args:
     learning_rate: a non-negative float or an optax schedule of the update
@@ -683,7 +683,7 @@ def schedule_free(
     weight_decay_at_y: float = 0.0,
     state_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Makes any optax optimizer Schedule-Free, as ``ScheduleFreeWrapperReference``.
+  r"""Makes an optax optimizer Schedule-Free (``ScheduleFreeWrapperReference``).
 
   The base optimizer computes the z-step: it sees :math:`z` as its params (so
   a base with weight decay, e.g. ``optax.adamw``, decays :math:`z`) and its
@@ -796,7 +796,9 @@ def _find_schedule_free_states(tree: Any) -> list[ScheduleFreeState]:
   ]
 
 
-def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+def eval_params(
+    opt_state: optax.OptState, params: optax.Params
+) -> optax.Params:
   r"""The point to evaluate the model at: the average :math:`x`.
 
   From :math:`y = (1 - \beta_1) z + \beta_1 x`:
@@ -831,7 +833,8 @@ def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params
     >>> for grad in (jnp.array([1.0, -1.0]), jnp.array([1.0, 1.0])):
     ...   updates, state = opt.update(grad, state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> print(jnp.round(params, 4), jnp.round(optfree.eval_params(state, params), 4))
+    >>> x = optfree.eval_params(state, params)
+    >>> print(jnp.round(params, 4), jnp.round(x, 4))
     [0.225 2.225] [0.25 2.25]
   """
   states = _find_schedule_free_states(opt_state)
