@@ -211,15 +211,22 @@ def test_mu_dtype_keeps_first_moment_in_bfloat16():
   assert jnp.all(inner.mu["w"] != 0)
 
 
-def test_bfloat16_params_keep_their_dtype_and_state_dtypes():
-  params = jnp.linspace(-1.0, 1.0, 4, dtype=jnp.bfloat16)
-  tx = optfree.adabound(learning_rate=1e-1)
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("factory", [optfree.adabound, optfree.amsbound,
+                                     optfree.adaboundw])
+def test_low_precision_params_keep_their_dtypes(factory, dtype):
+  params = jnp.linspace(-1.0, 1.0, 4, dtype=dtype)
+  tx = factory(learning_rate=1e-1, weight_decay=1e-3)
   state = tx.init(params)
   dtypes = jax.tree.map(lambda s: s.dtype, state)
-  updates, new_state = jax.jit(tx.update)(
-      (2 * params).astype(jnp.float32), state, params)
-  assert jax.tree.map(lambda s: s.dtype, new_state) == dtypes
-  assert optax.apply_updates(params, updates).dtype == jnp.bfloat16
+  update = jax.jit(tx.update)
+  for _ in range(3):
+    updates, state = update(2 * params, state, params)
+    params = optax.apply_updates(params, updates)
+  assert jax.tree.map(lambda s: s.dtype, state) == dtypes
+  assert updates.dtype == params.dtype == dtype
+  assert jnp.all(jnp.isfinite(params)) and jnp.all(params != jnp.linspace(
+      -1.0, 1.0, 4, dtype=dtype))
 
 
 def test_float32_leaves_compute_in_float32_under_x64(x64):
