@@ -211,15 +211,31 @@ def test_mu_dtype_keeps_first_moment_in_bfloat16():
   assert jnp.all(inner.mu["w"] != 0)
 
 
-def test_bfloat16_params_keep_their_dtype_and_state_dtypes():
-  params = jnp.linspace(-1.0, 1.0, 4, dtype=jnp.bfloat16)
-  tx = optfree.adabound(learning_rate=1e-1)
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("factory", [optfree.adabound, optfree.amsbound,
+                                     optfree.adaboundw])
+def test_low_precision_params_keep_their_dtypes(factory, dtype):
+  params = jnp.linspace(-1.0, 1.0, 4, dtype=dtype)
+  tx = factory(learning_rate=1e-1, weight_decay=1e-3)
   state = tx.init(params)
   dtypes = jax.tree.map(lambda s: s.dtype, state)
-  updates, new_state = jax.jit(tx.update)(
-      (2 * params).astype(jnp.float32), state, params)
-  assert jax.tree.map(lambda s: s.dtype, new_state) == dtypes
-  assert optax.apply_updates(params, updates).dtype == jnp.bfloat16
+  update = jax.jit(tx.update)
+  for _ in range(3):
+    updates, state = update(2 * params, state, params)
+    params = optax.apply_updates(params, updates)
+  assert jax.tree.map(lambda s: s.dtype, state) == dtypes
+  assert updates.dtype == params.dtype == dtype
+  assert jnp.all(jnp.isfinite(params)) and jnp.all(params != jnp.linspace(
+      -1.0, 1.0, 4, dtype=dtype))
+
+
+def test_float32_leaves_compute_in_float32_under_x64(x64):
+  params = {"w": jnp.ones((3, 4), jnp.float32)}
+  tx = optfree.amsbound(1e-2, weight_decay=1e-3)
+  jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params), params)
+  wide = [var.aval for eqn in jaxpr.eqns for var in eqn.outvars
+          if var.aval.shape and var.aval.dtype == jnp.float64]
+  assert not wide
 
 
 def test_learning_rate_schedule_moves_the_bounds():
@@ -271,6 +287,24 @@ def test_scale_by_adabound_validates(argument, value):
 def test_schedule_starting_at_zero_raises():
   with pytest.raises(ValueError, match="learning_rate"):
     optfree.adabound(optax.linear_schedule(0.0, 1e-3, 10))
+
+
+def test_zero_learning_rate_takes_the_lower_bound():
+  grads = jnp.array([0.5, -2.0])
+  tx = optfree.scale_by_adabound(0.0, final_lr=0.1, gamma=1.0, b1=0.0)
+  updates, _ = tx.update(grads, tx.init(grads))
+  np.testing.assert_allclose(updates, 0.1 * (1 - 1 / 2.0) * grads, rtol=1e-6)
+
+
+def test_callable_mask_under_inject_hyperparams():
+  params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+  mask = lambda tree: {"w": True, "b": False}  # noqa: E731
+  tx = optax.inject_hyperparams(optfree.adaboundw, static_args="mask")(
+      learning_rate=1e-3, weight_decay=0.5, mask=mask)
+  updates, _ = jax.jit(tx.update)(
+      jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.5)
+  np.testing.assert_allclose(updates["b"], 0.0)
 
 
 def test_edge_values_are_accepted():
