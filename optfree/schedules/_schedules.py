@@ -228,8 +228,10 @@ def polynomial_decay_schedule(
   .. math::
     \eta_t = \eta_0 \left(1 - \frac{\min(t, T)}{T}\right)^{p}
 
-  Built on ``optax.polynomial_schedule`` (``end_value=0``), which computes
-  exactly this.
+  Not ``optax.polynomial_schedule`` (``end_value=0``), which returns NaN at
+  and after ``total_steps`` under ``jit`` for a fractional power: XLA turns its
+  ``1 - count / T`` into ``1 - count * (1 / T)``, a tiny negative number. Here
+  the remaining fraction is ``(T - min(t, T)) / T``, exactly 0 at the end.
 
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
@@ -248,8 +250,12 @@ def polynomial_decay_schedule(
   check_non_negative("init_value", init_value)
   check_int("total_steps", total_steps, 1)
   check_non_negative("power", power)
-  decay = optax.polynomial_schedule(init_value, 0.0, power, total_steps)
-  return lambda count: _as_float(decay(count))
+  def schedule(count):
+    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
+    fraction = _as_float(remaining) / total_steps
+    return _as_float(init_value * jnp.power(fraction, power))
+
+  return schedule
 
 
 def cosine_annealing_schedule(
