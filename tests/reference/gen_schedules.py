@@ -384,6 +384,32 @@ def adam_onecycle_trajectory():
           "adam_onecycle_config": np.array(json.dumps(ADAM_ONECYCLE))}
 
 
+LONG_RUN = {"init_value": 0.1, "t_max": 100, "eta_min": 0.0, "num_updates": 20_000,
+            "every": 53}
+
+
+def cosine_long_run():
+  """CosineAnnealingLR stepped 20,000 times (its recursion's float drift).
+
+  Stored every 53rd count (coprime to the period) to keep the file small.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch.optim import lr_scheduler  # pylint: disable=g-import-not-at-top
+  param = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+  optimizer = torch.optim.SGD([param], lr=LONG_RUN["init_value"])
+  scheduler = lr_scheduler.CosineAnnealingLR(
+      optimizer, T_max=LONG_RUN["t_max"], eta_min=LONG_RUN["eta_min"])
+  values = []
+  for _ in range(LONG_RUN["num_updates"]):
+    values.append(optimizer.param_groups[0]["lr"])
+    optimizer.step()
+    scheduler.step()
+  counts = np.arange(0, LONG_RUN["num_updates"], LONG_RUN["every"])
+  return {"cosine_long_run_counts": counts,
+          "cosine_long_run_values": np.asarray(values)[counts],
+          "cosine_long_run_config": np.array(json.dumps(LONG_RUN))}
+
+
 def main():
   # torch is imported only here and in the helpers, so that pytest's
   # --doctest-modules can collect this file without importing torch.
@@ -396,7 +422,7 @@ def main():
           f" python {platform.python_version()}; written by"
           " tests/reference/gen_schedules.py")
   np.savez_compressed(OUT, meta=np.array(meta), cases=np.array(json.dumps(cases)),
-                      **arrays, **adam_onecycle_trajectory())
+                      **arrays, **adam_onecycle_trajectory(), **cosine_long_run())
   print(f"wrote {OUT} ({OUT.stat().st_size} bytes, {len(arrays)} cases)")
 
 
