@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import pytest
 
+import optfree
 from optfree import schedules
 
 GOLDEN = np.load(pathlib.Path(__file__).parent / "reference" / "schedules.npz")
@@ -229,6 +230,35 @@ def test_b1_really_changes_the_trajectory(x64):
     updates, state = optimizer.update(jnp.asarray(grad), state, params)
     params = optax.apply_updates(params, updates)
   assert not np.allclose(params, GOLDEN["adam_onecycle_params"][-1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "optimizer", [optax.adam, optfree.lion, optfree.adabound],
+    ids=["optax.adam", "optfree.lion", "optfree.adabound"],
+)
+def test_cyclic_momentum_drives_b1_of_optax_and_optfree_optimizers(optimizer):
+  b1 = schedules.cyclic_momentum_schedule(0.8, 0.95, step_size_up=3)
+  learning_rate = schedules.cyclic_schedule(1e-3, 1e-2, step_size_up=3)
+  grads = jax.random.normal(jax.random.key(0), (12, 4))
+
+  def run(b1_value):
+    transform = optax.inject_hyperparams(optimizer)(
+        learning_rate=learning_rate, b1=b1_value
+    )
+    params = jnp.zeros(4)
+    state = transform.init(params)
+    update = jax.jit(transform.update)
+    used = []
+    for grad in grads:
+      updates, state = update(grad, state, params)
+      params = optax.apply_updates(params, updates)
+      used.append(state.hyperparams["b1"])
+    return params, jnp.stack(used)
+
+  params, used = run(b1)
+  np.testing.assert_allclose(used, b1(jnp.arange(len(grads))), rtol=1e-6)
+  constant_params, _ = run(0.95)
+  assert not np.allclose(params, constant_params, rtol=1e-4)
 
 
 # --- Behaviour beyond the golden range ------------------------------------
