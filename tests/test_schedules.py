@@ -153,7 +153,7 @@ def test_onecycle_peaks_one_update_before_optax(x64):
   total_steps = len(golden)
   ours = schedules.onecycle_schedule(0.1, total_steps)(jnp.arange(total_steps))
   # optax's onecycle takes one count at a time.
-  theirs = jax.vmap(optax.cosine_onecycle_schedule(total_steps, 0.1))(
+  theirs = jax.jit(jax.vmap(optax.cosine_onecycle_schedule(total_steps, 0.1)))(
       jnp.arange(total_steps)
   )
   torch_peak = int(np.argmax(golden))
