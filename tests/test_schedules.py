@@ -294,6 +294,25 @@ def test_warm_restarts_restart_exactly_at_every_cycle_start(t_0, t_mult, x64):
   np.testing.assert_allclose(schedule(before), expected, rtol=1e-9)
 
 
+@pytest.mark.parametrize("total_steps", [3, 10, 49, 100])
+def test_linear_and_polynomial_decays_end_at_exactly_zero_under_jit(
+    total_steps, x64
+):
+  """optax's linear/polynomial schedules end slightly off 0 under jit (NaN for
+  a fractional power): XLA computes their 1 - count / T as 1 - count * (1 / T).
+  torch ends at exactly 0."""
+  del x64
+  counts = jnp.arange(total_steps, total_steps + 3)
+  for ours, theirs in (
+      (schedules.linear_factor_schedule(0.3, 1.0, 0.0, total_steps),
+       optax.linear_schedule(0.3, 0.0, total_steps)),
+      (schedules.polynomial_decay_schedule(0.3, total_steps, 0.5),
+       optax.polynomial_schedule(0.3, 0.0, 0.5, total_steps)),
+  ):
+    np.testing.assert_array_equal(jax.jit(ours)(counts), 0.0)
+    assert not np.all(jax.jit(theirs)(counts) == 0.0)
+
+
 def test_cosine_annealing_is_exactly_periodic_at_large_counts():
   schedule = schedules.cosine_annealing_schedule(0.1, 1000)
   counts = jnp.arange(0, 2000, 7, dtype=jnp.int32)

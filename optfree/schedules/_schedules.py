@@ -204,8 +204,10 @@ def linear_factor_schedule(
     \eta_t = \eta_0 \left(s + (e - s) \frac{\min(t, T)}{T}\right)
 
   with :math:`s` = ``start_factor``, :math:`e` = ``end_factor``, :math:`T` =
-  ``total_steps``. Built on ``optax.linear_schedule``, which computes exactly
-  this.
+  ``total_steps``. Not ``optax.linear_schedule``: under ``jit`` XLA turns its
+  ``1 - count / T`` into ``1 - count * (1 / T)``, so with ``end_factor=0`` it
+  ends at about -1e-17 instead of 0. Here the remaining fraction is
+  ``(T - min(t, T)) / T``, exactly 0 at the end.
 
   Args:
     init_value: the learning rate :math:`\eta_0` that the factors scale (>= 0).
@@ -229,10 +231,13 @@ def linear_factor_schedule(
   check_interval("start_factor", start_factor, 0.0, 1.0, low_closed=False)
   check_interval("end_factor", end_factor, 0.0, 1.0)
   check_int("total_steps", total_steps, 1)
-  ramp = optax.linear_schedule(
-      init_value * start_factor, init_value * end_factor, total_steps
-  )
-  return lambda count: _as_float(ramp(count))
+  def schedule(count):
+    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
+    fraction = _as_float(remaining) / total_steps
+    factor = end_factor + (start_factor - end_factor) * fraction
+    return _as_float(init_value * factor)
+
+  return schedule
 
 
 def polynomial_decay_schedule(
