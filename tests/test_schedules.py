@@ -313,6 +313,19 @@ def test_linear_and_polynomial_decays_end_at_exactly_zero_under_jit(
     assert not np.all(jax.jit(theirs)(counts) == 0.0)
 
 
+@pytest.mark.parametrize("t_0,t_mult", [(1, 2), (3, 2), (2, 3)])
+def test_warm_restarts_in_float32_at_counts_float32_cannot_hold(t_0, t_mult):
+  schedule = jax.jit(schedules.cosine_warm_restarts_schedule(1.0, t_0, t_mult))
+  start, length = 0, t_0
+  while start + length < 2**28:
+    start, length = start + length, length * t_mult
+  offsets = np.array([0, 1, 3, 5, length // 3, length - 1])
+  values = schedule(jnp.asarray(start + offsets, jnp.int32))
+  assert values.dtype == jnp.float32
+  expected = (1 + np.cos(np.pi * offsets / length)) / 2
+  np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-7)
+
+
 def test_cosine_annealing_is_exactly_periodic_at_large_counts():
   schedule = schedules.cosine_annealing_schedule(0.1, 1000)
   counts = jnp.arange(0, 2000, 7, dtype=jnp.int32)

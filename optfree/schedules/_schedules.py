@@ -340,8 +340,9 @@ def cosine_warm_restarts_schedule(
   :math:`S_i = T_0 (m^i - 1)/(m - 1)` (:math:`S_i = i\,T_0` when
   :math:`m = 1`); :math:`T_{cur} = t - S_i`. The cycle of ``count`` comes from
   :math:`i = \lfloor \log_m(1 + t (m - 1)/T_0) \rfloor`, corrected by one
-  where the logarithm rounds across a restart, so the number of restarts is
-  unbounded and no list of cycles is built (``optax.sgdr_schedule`` needs one
+  where the logarithm rounds across a restart (integer arithmetic from there,
+  so float32 is exact at any int32 count below about ``2**31 / t_mult``), so
+  the number of restarts is unbounded and no list of cycles is built (``optax.sgdr_schedule`` needs one
   and stays at its last value once the list is used up).
 
   Args:
@@ -368,24 +369,28 @@ def cosine_warm_restarts_schedule(
   check_int("t_mult", t_mult, 1)
   check_non_negative("eta_min", eta_min)
 
-  def cycle_start(cycle):
-    # Powers of an integer are rounded to be exact (XLA's pow is not).
-    return t_0 * (jnp.round(jnp.power(float(t_mult), cycle)) - 1) / (t_mult - 1)
+  def length_and_position(count, cycle):
+    """T_i and T_cur = count - S_i of a cycle, in integers."""
+    length = t_0 * jnp.power(t_mult, cycle)
+    return length, count - (length - t_0) // (t_mult - 1)
 
   def schedule(count):
     count = jnp.asarray(count)
     if t_mult == 1:
-      t_cur = _as_float(count % t_0)
-      t_i = t_0
+      t_cur, t_i = count % t_0, t_0
     else:
-      t = _as_float(count)
-      cycle = jnp.floor(jnp.log1p(t * (t_mult - 1) / t_0) / math.log(t_mult))
-      cycle = jnp.maximum(cycle, 0)
-      cycle = jnp.where(t < cycle_start(cycle), cycle - 1, cycle)
-      cycle = jnp.where(t >= cycle_start(cycle + 1), cycle + 1, cycle)
-      t_cur = t - cycle_start(cycle)
-      t_i = t_0 * jnp.round(jnp.power(float(t_mult), cycle))
-    cosine = (1 + jnp.cos(jnp.pi * t_cur / t_i)) / 2
+      # The logarithm only estimates the cycle; integer arithmetic then moves
+      # it by one where rounding crossed a restart, and gives T_cur exactly
+      # even where float32 can no longer hold the count.
+      # (Negative counts, which sequential_schedule evaluates and discards,
+      # stay in cycle 0.)
+      estimate = jnp.log1p(_as_float(jnp.maximum(count, 0)) * (t_mult - 1) / t_0)
+      cycle = jnp.floor(estimate / math.log(t_mult)).astype(count.dtype)
+      t_i, t_cur = length_and_position(count, cycle)
+      cycle = jnp.maximum(cycle - (t_cur < 0) + (t_cur >= t_i), 0)
+      t_i, t_cur = length_and_position(count, cycle)
+    ratio = _as_float(t_cur) / _as_float(t_i)
+    cosine = (1 + jnp.cos(jnp.pi * ratio)) / 2
     return _as_float(eta_min + (init_value - eta_min) * cosine)
 
   return schedule
