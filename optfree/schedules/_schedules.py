@@ -1,4 +1,4 @@
-"""The schedules of ``torch.optim.lr_scheduler``, and a few newer ones, as pure functions.
+"""torch.optim.lr_scheduler's schedules, and a few newer ones, as pure functions.
 
 Each constructor validates its hyperparameters and returns ``schedule(count)``.
 ``count`` is the number of updates already applied; the value is the one that
@@ -198,7 +198,7 @@ def linear_factor_schedule(
     end_factor: float = 1.0,
     total_steps: int = 5,
 ) -> Schedule:
-  r"""Scales by a factor moving linearly over ``total_steps`` updates (torch ``LinearLR``).
+  r"""Scales by a factor moving linearly over ``total_steps`` (torch ``LinearLR``).
 
   .. math::
     \eta_t = \eta_0 \left(s + (e - s) \frac{\min(t, T)}{T}\right)
@@ -340,10 +340,11 @@ def cosine_warm_restarts_schedule(
   :math:`S_i = T_0 (m^i - 1)/(m - 1)` (:math:`S_i = i\,T_0` when
   :math:`m = 1`); :math:`T_{cur} = t - S_i`. The cycle of ``count`` comes from
   :math:`i = \lfloor \log_m(1 + t (m - 1)/T_0) \rfloor`, corrected by one
-  where the logarithm rounds across a restart (integer arithmetic from there,
-  so float32 is exact at any int32 count below about ``2**31 / t_mult``), so
-  the number of restarts is unbounded and no list of cycles is built (``optax.sgdr_schedule`` needs one
-  and stays at its last value once the list is used up).
+  where the logarithm rounds across a restart. From there on the arithmetic
+  is in integers, so :math:`T_{cur}` is exact in float32 at any int32 count
+  below about ``2**31 / t_mult``. The number of restarts is unbounded and no
+  list of cycles is built (``optax.sgdr_schedule`` needs one and stays at its
+  last value once the list is used up).
 
   Args:
     init_value: the learning rate :math:`\eta_0` at each restart (>= 0).

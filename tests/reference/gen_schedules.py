@@ -1,4 +1,4 @@
-"""Writes tests/reference/schedules.npz: learning rates and momenta stepped out of torch.
+"""Writes tests/reference/schedules.npz: lr and momentum values stepped out of torch.
 
 Run: /work/venv/bin/python tests/reference/gen_schedules.py
 
