@@ -184,8 +184,10 @@ def _recompute_nnx(
   )
   if not batch_norm_paths:
     raise ValueError("recompute_batch_stats: the model has no nnx.BatchNorm.")
+  before = nnx.as_pure(nnx.state(model, nnx.BatchStat))
   # With momentum 0 each BatchNorm stores exactly the current batch's mean and
   # variance; averaging them over the batches weights every batch equally.
+  # The view shares the model's variables, so its passes write into them.
   view = nnx.with_attributes(
       model, only=nnx.BatchNorm, use_running_average=False, momentum=0.0
   )
@@ -198,11 +200,11 @@ def _recompute_nnx(
     count += 1
   if count == 0:
     raise ValueError("recompute_batch_stats: batches is empty.")
-  # Statistics of other modules (a custom BatchStat) are left as they were.
   averages = nnx.filter_state(
       total, lambda path, _: path[:-1] in batch_norm_paths
   )
-  nnx.update(model, jax.tree.map(lambda s: s / count, averages))
+  # Statistics of other modules (a custom BatchStat) are left as they were.
+  nnx.update(model, before, jax.tree.map(lambda s: s / count, averages))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -240,21 +242,21 @@ def _recompute_linen(
   zeros = jax.tree.map(jnp.zeros_like, stale)
   # A linen BatchNorm updates ra <- m * ra + (1 - m) * stat with its own
   # momentum m. From ra = 0 it returns (1 - m) * stat; from ra = 1 it returns
-  # m + (1 - m) * stat, so the difference of the two runs gives 1 - m per leaf
-  # without access to the module's attributes.
-  total, keep, count = None, None, 0
+  # m + (1 - m) * stat. The difference of the two runs is m, per leaf, without
+  # access to the module's attributes.
+  total, new_weight, count = None, None, 0
   for batch in batches:
     decayed = statistics(zeros, batch)
     if total is None:
       total = decayed
       from_ones = statistics(jax.tree.map(jnp.ones_like, stale), batch)
-      keep = jax.tree.map(lambda a, b: 1 - (b - a), decayed, from_ones)
+      new_weight = jax.tree.map(lambda a, b: 1 - (b - a), decayed, from_ones)
     else:
       total = jax.tree.map(jnp.add, total, decayed)
     count += 1
   if count == 0:
     raise ValueError("recompute_batch_stats: batches is empty.")
-  return jax.tree.map(lambda t, k: t / (count * k), total, keep)
+  return jax.tree.map(lambda t, w: t / (count * w), total, new_weight)
 
 
 def recompute_batch_stats(
