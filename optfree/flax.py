@@ -31,9 +31,9 @@ import optfree
 def eval_params(train_state: Any) -> optax.Params:
   """Returns the Schedule-Free evaluation point ``x`` of a linen TrainState.
 
-  The linen counterpart of PyTorch's ``optimizer.eval()``: ``train_state.params``
-  is ``y`` and the optimizer state holds what is needed to form ``x``, wherever
-  the Schedule-Free state sits in ``train_state.tx`` (see
+  The linen counterpart of PyTorch's ``optimizer.eval()``:
+  ``train_state.params`` is ``y``, and the optimizer state holds what forms
+  ``x`` wherever the Schedule-Free state sits in ``train_state.tx`` (see
   :func:`optfree.eval_params`).
 
   Args:
@@ -52,7 +52,7 @@ def eval_params(train_state: Any) -> optax.Params:
     >>> import optfree, optfree.flax
     >>> from flax.training import train_state
     >>> state = train_state.TrainState.create(
-    ...     apply_fn=lambda variables, inputs: variables['params']['w'] * inputs,
+    ...     apply_fn=lambda variables, x: variables['params']['w'] * x,
     ...     params={'w': jnp.array([1.0, -2.0])},
     ...     tx=optfree.schedule_free_sgd(learning_rate=0.5))
     >>> for _ in range(2):
@@ -132,7 +132,7 @@ def evaluating(
       optimizer.
 
   Yields:
-    ``model`` itself, with the parameters selected by ``optimizer.wrt`` at ``x``.
+    ``model`` itself, its parameters selected by ``optimizer.wrt`` at ``x``.
 
   Example:
     >>> import jax.numpy as jnp

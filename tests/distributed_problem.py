@@ -1,11 +1,11 @@
 """The problem that tests/test_distributed.py trains on one and on many devices.
 
 Also the worker of its two-process test: run as a script, it joins a
-``jax.distributed`` job on localhost (CPU collectives over gloo), trains the named
-table optimizers data-parallel over the global devices and writes the final
-params (and Schedule-Free evaluation points) to an ``.npz`` file::
+``jax.distributed`` job on localhost (CPU collectives over gloo), trains the
+named table optimizers data-parallel over the global devices and writes the
+final params (and Schedule-Free evaluation points) to an ``.npz`` file::
 
-  python tests/distributed_problem.py PROCESS_ID NUM_PROCESSES PORT OUT.npz NAMES
+  python tests/distributed_problem.py PROCESS NUM_PROCESSES PORT OUT.npz NAMES
 
 (NAMES: comma-separated names of tests/optimizer_table.py entries.)
 
@@ -37,13 +37,14 @@ def init_params():
 
 def batches():
   rng = np.random.default_rng(1)
-  return [(rng.normal(size=(BATCH, FEATURES)), rng.normal(size=(BATCH, OUTPUTS)))
-          for _ in range(STEPS)]
+  return [(rng.normal(size=(BATCH, FEATURES)),
+           rng.normal(size=(BATCH, OUTPUTS))) for _ in range(STEPS)]
 
 
 def loss(params, batch):
   inputs, targets = batch
-  hidden = jnp.tanh(inputs @ params["hidden"]["kernel"] + params["hidden"]["bias"])
+  layer = params["hidden"]
+  hidden = jnp.tanh(inputs @ layer["kernel"] + layer["bias"])
   return jnp.mean((hidden @ params["out"]["kernel"] - targets) ** 2)
 
 

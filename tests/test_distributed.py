@@ -1,4 +1,4 @@
-"""optfree optimizers under sharded jit, pmap, and two jax.distributed processes.
+"""optfree optimizers under sharded jit, pmap and two jax.distributed processes.
 
 Every run is compared with the same single-device run of the problem in
 tests/distributed_problem.py (float64, so that summation order is the only
@@ -51,7 +51,8 @@ def _single_device_run(name):
 
 def _assert_matches_single_device(entry, arrays):
   expected = _single_device_run(entry.name)
-  actual = {k: np.asarray(v) for k, v in problem.flatten(entry.name, arrays).items()}
+  actual = {name: np.asarray(value) for name, value
+            in problem.flatten(entry.name, arrays).items()}
   assert actual.keys() == expected.keys()
   for name, value in expected.items():
     np.testing.assert_allclose(actual[name], value, rtol=RTOL, atol=ATOL,
@@ -85,7 +86,7 @@ def _assert_state_sharded_like_params(state, params):
     if leaf.ndim == 0:
       assert leaf.sharding.is_fully_replicated
       continue
-    assert leaf.shape in by_shape, f"state leaf of unexpected shape {leaf.shape}"
+    assert leaf.shape in by_shape, f"state leaf of shape {leaf.shape}"
     assert leaf.sharding.is_equivalent_to(by_shape[leaf.shape], leaf.ndim), (
         f"{leaf.shape}: {leaf.sharding} != {by_shape[leaf.shape]}")
     assert not leaf.sharding.is_fully_replicated

@@ -1,4 +1,4 @@
-"""optfree in Flax: linen TrainState, nnx.Optimizer, and optfree.flax helpers."""
+"""optfree in Flax: linen TrainState, nnx.Optimizer, optfree.flax helpers."""
 
 from typing import Any
 
@@ -253,7 +253,7 @@ def _batch_statistics(activations):
 def test_nnx_recompute_equals_statistics_of_the_batches():
   model = _NnxBatchNormNet(nnx.Rngs(0))
   (inputs, _), _ = _classification_data()
-  batches = [inputs[:BATCH], inputs[BATCH:2 * BATCH], inputs[2 * BATCH:3 * BATCH]]
+  batches = [inputs[k * BATCH:(k + 1) * BATCH] for k in range(3)]
 
   optfree.flax.recompute_batch_stats(model, batches)
 
@@ -303,6 +303,28 @@ def test_linen_recompute_equals_statistics_of_the_batches():
       stats["BatchNorm_0"]["var"], np.mean([v for _, v in first], 0),
       rtol=1e-4, atol=1e-5)
   assert jax.tree.structure(stats) == jax.tree.structure(stale)
+
+
+class _CountingBatchNormNet(nnx.Module):
+  """A BatchNorm and a custom module that keeps its own BatchStat."""
+
+  def __init__(self, rngs):
+    self.norm = nnx.BatchNorm(DIM, rngs=rngs)
+    self.calls = nnx.BatchStat(jnp.zeros((), jnp.int32))
+
+  def __call__(self, inputs):
+    self.calls[...] += 1
+    return self.norm(inputs)
+
+
+def test_nnx_recompute_leaves_other_batch_stats_alone():
+  model = _CountingBatchNormNet(nnx.Rngs(0))
+  (inputs, _), _ = _classification_data()
+  optfree.flax.recompute_batch_stats(
+      model, [inputs[:BATCH], inputs[BATCH:2 * BATCH]])
+  assert int(model.calls[...]) == 0
+  np.testing.assert_allclose(
+      model.norm.mean[...], inputs[:2 * BATCH].mean(0), rtol=1e-5)
 
 
 def test_recompute_rejects_bad_input():
