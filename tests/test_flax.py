@@ -1,5 +1,9 @@
 """optfree in Flax: linen TrainState, nnx.Optimizer, optfree.flax helpers."""
 
+import os
+import pathlib
+import subprocess
+import sys
 from typing import Any
 
 from flax import linen as nn
@@ -39,6 +43,18 @@ def _assert_trees_close(actual, expected):
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
       actual, expected,
   )
+
+
+def test_import_optfree_does_not_need_flax():
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  code = ("import sys; sys.modules['flax'] = None; import optfree; "
+          "assert 'optfree.flax' not in sys.modules")
+  env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
+  subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=repo)
+  with pytest.raises(subprocess.CalledProcessError):
+    subprocess.run(
+        [sys.executable, "-c", code + "; import optfree.flax"], check=True,
+        env=env, cwd=repo, capture_output=True)
 
 
 # ------------------------------------------------------------------ linen
