@@ -19,7 +19,8 @@ import pytest
 
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
 
-STEPS = 3
+# RAdam (silent SGD phase) leaves params in place for its first 4 steps.
+STEPS = 6
 # Params without 0-d leaves, so every 0-d state leaf is genuine scalar state.
 SHAPES = {"kernel": (3, 4), "bias": (4,)}
 PARAM_DTYPES = {
