@@ -121,9 +121,9 @@ def test_params_updates_and_state_keep_their_dtypes(entry, param_dtypes,
     assert _dtypes(state) == initial_state_dtypes
     for leaf in jax.tree.leaves((new_params, updates)):
       assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
-  final_params = history[-1][0]
-  assert not np.array_equal(np.asarray(final_params["kernel"], np.float64),
-                            np.asarray(params["kernel"], np.float64))
+  # Non-vacuous: the run did update (bf16 params may round small steps away).
+  assert any(np.any(np.asarray(updates["kernel"], np.float64) != 0)
+             for _, _, updates in history[1:])
 
 
 @pytest.mark.parametrize("param_dtypes", ["float32", "bfloat16", "float16"])
