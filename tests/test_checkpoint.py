@@ -41,6 +41,22 @@ def _step(tx, params, state, gradient):
   return optax.apply_updates(params, updates), state
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled(name):
+  """(tx, jitted step) per optimizer, each built and compiled once."""
+  entry = next(entry for entry in OPTIMIZERS if entry.name == name)
+  tx = entry.make()
+  return tx, jax.jit(functools.partial(_step, tx))
+
+
+@functools.lru_cache(maxsize=None)
+def _uninterrupted_and_midway(name):
+  tx, step = _compiled(name)
+  params = _params()
+  return (_run(step, params, tx.init(params), 0, STEPS),
+          _run(step, params, tx.init(params), 0, INTERRUPT_AT))
+
+
 def _run(step, params, state, start, stop):
   for index in range(start, stop):
     params, state = step(params, state, _gradient(index))
@@ -99,16 +115,11 @@ ROUND_TRIPS = {"orbax": _orbax_round_trip, "numpy": _numpy_round_trip}
 @pytest.mark.parametrize("round_trip", ROUND_TRIPS)
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_resumed_run_is_bit_identical(entry, round_trip, tmp_path):
-  tx = entry.make()
-  step = jax.jit(functools.partial(_step, tx))
-  params = _params()
-  uninterrupted = _run(step, params, tx.init(params), 0, STEPS)
-
-  midway = _run(step, params, tx.init(params), 0, INTERRUPT_AT)
-  restored = ROUND_TRIPS[round_trip](midway, _template(entry.make()), tmp_path)
-  _assert_identical(restored, midway)
+  uninterrupted, midway = _uninterrupted_and_midway(entry.name)
   # A restarted script builds its optimizer and its step anew.
   restarted_tx = entry.make()
+  restored = ROUND_TRIPS[round_trip](midway, _template(restarted_tx), tmp_path)
+  _assert_identical(restored, midway)
   restarted_step = jax.jit(functools.partial(_step, restarted_tx))
   resumed = _run(restarted_step, *restored, INTERRUPT_AT, STEPS)
 
@@ -121,9 +132,8 @@ def test_resumed_run_is_bit_identical(entry, round_trip, tmp_path):
 def test_state_holds_only_arrays(entry):
   # Python scalars or objects in the state would not survive a checkpoint
   # (nor be donatable or shardable); every leaf must be an array.
-  tx = entry.make()
+  tx, step = _compiled(entry.name)
   params = _params()
-  state = jax.jit(functools.partial(_step, tx))(params, tx.init(params),
-                                                _gradient(0))[1]
+  state = step(params, tx.init(params), _gradient(0))[1]
   for leaf in jax.tree.leaves((tx.init(params), state)):
     assert isinstance(leaf, jax.Array), type(leaf)
