@@ -2,8 +2,9 @@
 
 Hyperparameters are drawn from their valid ranges and fed through
 ``optax.inject_hyperparams``, so each optimizer compiles once per tree shape
-and the examples only run. Gradients are random finite arrays over several
-orders of magnitude, on a few small pytrees (nested dicts, a list, a 0-d leaf).
+and the examples only run. Params and gradients are random finite arrays
+(|value| <= 1e3, zeros included) on a few small pytrees (nested dicts, a list,
+a 0-d leaf, a bare array).
 """
 
 import functools
@@ -25,9 +26,12 @@ SETTINGS = hypothesis.settings(
     max_examples=8, deadline=None, derandomize=True, database=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow])
 
+# Tree shapes are drawn from a few, so that each optimizer compiles a handful
+# of times; the values, and the hyperparameters, are drawn freely.
 TREES = (
     {"kernel": (3, 2), "bias": (2,)},
     [(4,), {"scale": (), "embedding": (2, 2, 2)}],
+    (5,),  # a bare array, not a container
 )
 
 
