@@ -1,4 +1,4 @@
-"""The schedules of ``torch.optim.lr_scheduler``, and a few newer ones, as pure functions.
+"""torch.optim.lr_scheduler's schedules, and a few newer ones, as pure functions.
 
 Each constructor validates its hyperparameters and returns ``schedule(count)``.
 ``count`` is the number of updates already applied; the value is the one that
@@ -63,6 +63,9 @@ def step_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `StepLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.StepLR.html>`_
+
   Example:
     >>> from optfree.schedules import step_schedule
     >>> schedule = step_schedule(1.0, step_size=2, gamma=0.5)
@@ -96,6 +99,9 @@ def multistep_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `MultiStepLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.MultiStepLR.html>`_
 
   Example:
     >>> from optfree.schedules import multistep_schedule
@@ -131,6 +137,9 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `ExponentialLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.ExponentialLR.html>`_
+
   Example:
     >>> from optfree.schedules import exponential_schedule
     >>> schedule = exponential_schedule(1.0, gamma=0.5)
@@ -163,6 +172,9 @@ def constant_factor_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `ConstantLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.ConstantLR.html>`_
+
   Example:
     >>> from optfree.schedules import constant_factor_schedule
     >>> schedule = constant_factor_schedule(1.0, factor=0.5, total_steps=2)
@@ -186,14 +198,16 @@ def linear_factor_schedule(
     end_factor: float = 1.0,
     total_steps: int = 5,
 ) -> Schedule:
-  r"""Scales by a factor moving linearly over ``total_steps`` updates (torch ``LinearLR``).
+  r"""Scales by a factor moving linearly over ``total_steps`` (torch ``LinearLR``).
 
   .. math::
     \eta_t = \eta_0 \left(s + (e - s) \frac{\min(t, T)}{T}\right)
 
   with :math:`s` = ``start_factor``, :math:`e` = ``end_factor``, :math:`T` =
-  ``total_steps``. Built on ``optax.linear_schedule``, which computes exactly
-  this.
+  ``total_steps``. Not ``optax.linear_schedule``: under ``jit`` XLA turns its
+  ``1 - count / T`` into ``1 - count * (1 / T)``, so with ``end_factor=0`` it
+  ends at about -1e-17 instead of 0. Here the remaining fraction is
+  ``(T - min(t, T)) / T``, exactly 0 at the end.
 
   Args:
     init_value: the learning rate :math:`\eta_0` that the factors scale (>= 0).
@@ -203,6 +217,9 @@ def linear_factor_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `LinearLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.LinearLR.html>`_
 
   Example:
     >>> from optfree.schedules import linear_factor_schedule
@@ -214,10 +231,13 @@ def linear_factor_schedule(
   check_interval("start_factor", start_factor, 0.0, 1.0, low_closed=False)
   check_interval("end_factor", end_factor, 0.0, 1.0)
   check_int("total_steps", total_steps, 1)
-  ramp = optax.linear_schedule(
-      init_value * start_factor, init_value * end_factor, total_steps
-  )
-  return lambda count: _as_float(ramp(count))
+  def schedule(count):
+    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
+    fraction = _as_float(remaining) / total_steps
+    factor = end_factor + (start_factor - end_factor) * fraction
+    return _as_float(init_value * factor)
+
+  return schedule
 
 
 def polynomial_decay_schedule(
@@ -228,8 +248,10 @@ def polynomial_decay_schedule(
   .. math::
     \eta_t = \eta_0 \left(1 - \frac{\min(t, T)}{T}\right)^{p}
 
-  Built on ``optax.polynomial_schedule`` (``end_value=0``), which computes
-  exactly this.
+  Not ``optax.polynomial_schedule`` (``end_value=0``), which returns NaN at
+  and after ``total_steps`` under ``jit`` for a fractional power: XLA turns its
+  ``1 - count / T`` into ``1 - count * (1 / T)``, a tiny negative number. Here
+  the remaining fraction is ``(T - min(t, T)) / T``, exactly 0 at the end.
 
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
@@ -238,6 +260,9 @@ def polynomial_decay_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `PolynomialLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.PolynomialLR.html>`_
 
   Example:
     >>> from optfree.schedules import polynomial_decay_schedule
@@ -248,8 +273,12 @@ def polynomial_decay_schedule(
   check_non_negative("init_value", init_value)
   check_int("total_steps", total_steps, 1)
   check_non_negative("power", power)
-  decay = optax.polynomial_schedule(init_value, 0.0, power, total_steps)
-  return lambda count: _as_float(decay(count))
+  def schedule(count):
+    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
+    fraction = _as_float(remaining) / total_steps
+    return _as_float(init_value * jnp.power(fraction, power))
+
+  return schedule
 
 
 def cosine_annealing_schedule(
@@ -273,6 +302,10 @@ def cosine_annealing_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `CosineAnnealingLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CosineAnnealingLR.html>`_
+    Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts <https://arxiv.org/abs/1608.03983>`_, 2017
 
   Example:
     >>> from optfree.schedules import cosine_annealing_schedule
@@ -307,9 +340,11 @@ def cosine_warm_restarts_schedule(
   :math:`S_i = T_0 (m^i - 1)/(m - 1)` (:math:`S_i = i\,T_0` when
   :math:`m = 1`); :math:`T_{cur} = t - S_i`. The cycle of ``count`` comes from
   :math:`i = \lfloor \log_m(1 + t (m - 1)/T_0) \rfloor`, corrected by one
-  where the logarithm rounds across a restart, so the number of restarts is
-  unbounded and no list of cycles is built (``optax.sgdr_schedule`` needs one
-  and stays at its last value once the list is used up).
+  where the logarithm rounds across a restart. From there on the arithmetic
+  is in integers, so :math:`T_{cur}` is exact in float32 at any int32 count
+  below about ``2**31 / t_mult``. The number of restarts is unbounded and no
+  list of cycles is built (``optax.sgdr_schedule`` needs one and stays at its
+  last value once the list is used up).
 
   Args:
     init_value: the learning rate :math:`\eta_0` at each restart (>= 0).
@@ -319,6 +354,10 @@ def cosine_warm_restarts_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `CosineAnnealingWarmRestarts <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CosineAnnealingWarmRestarts.html>`_
+    Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts <https://arxiv.org/abs/1608.03983>`_, 2017
 
   Example:
     >>> from optfree.schedules import cosine_warm_restarts_schedule
@@ -331,24 +370,28 @@ def cosine_warm_restarts_schedule(
   check_int("t_mult", t_mult, 1)
   check_non_negative("eta_min", eta_min)
 
-  def cycle_start(cycle):
-    # Powers of an integer are rounded to be exact (XLA's pow is not).
-    return t_0 * (jnp.round(jnp.power(float(t_mult), cycle)) - 1) / (t_mult - 1)
+  def length_and_position(count, cycle):
+    """T_i and T_cur = count - S_i of a cycle, in integers."""
+    length = t_0 * jnp.power(t_mult, cycle)
+    return length, count - (length - t_0) // (t_mult - 1)
 
   def schedule(count):
     count = jnp.asarray(count)
     if t_mult == 1:
-      t_cur = _as_float(count % t_0)
-      t_i = t_0
+      t_cur, t_i = count % t_0, t_0
     else:
-      t = _as_float(count)
-      cycle = jnp.floor(jnp.log1p(t * (t_mult - 1) / t_0) / math.log(t_mult))
-      cycle = jnp.maximum(cycle, 0)
-      cycle = jnp.where(t < cycle_start(cycle), cycle - 1, cycle)
-      cycle = jnp.where(t >= cycle_start(cycle + 1), cycle + 1, cycle)
-      t_cur = t - cycle_start(cycle)
-      t_i = t_0 * jnp.round(jnp.power(float(t_mult), cycle))
-    cosine = (1 + jnp.cos(jnp.pi * t_cur / t_i)) / 2
+      # The logarithm only estimates the cycle; integer arithmetic then moves
+      # it by one where rounding crossed a restart, and gives T_cur exactly
+      # even where float32 can no longer hold the count.
+      # (Negative counts, which sequential_schedule evaluates and discards,
+      # stay in cycle 0.)
+      estimate = jnp.log1p(_as_float(jnp.maximum(count, 0)) * (t_mult - 1) / t_0)
+      cycle = jnp.floor(estimate / math.log(t_mult)).astype(count.dtype)
+      t_i, t_cur = length_and_position(count, cycle)
+      cycle = jnp.maximum(cycle - (t_cur < 0) + (t_cur >= t_i), 0)
+      t_i, t_cur = length_and_position(count, cycle)
+    ratio = _as_float(t_cur) / _as_float(t_i)
+    cosine = (1 + jnp.cos(jnp.pi * ratio)) / 2
     return _as_float(eta_min + (init_value - eta_min) * cosine)
 
   return schedule
@@ -414,6 +457,10 @@ def cyclic_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `CyclicLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CyclicLR.html>`_
+    Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_, 2017
+
   Example:
     >>> from optfree.schedules import cyclic_schedule
     >>> schedule = cyclic_schedule(0.0, 1.0, step_size_up=2, mode='triangular2')
@@ -455,6 +502,10 @@ def cyclic_momentum_schedule(
 
   Returns:
     A schedule ``count -> momentum``.
+
+  References:
+    PyTorch, `CyclicLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CyclicLR.html>`_ (``cycle_momentum=True``)
+    Smith, `A disciplined approach to neural network hyper-parameters <https://arxiv.org/abs/1803.09820>`_, 2018
 
   Example:
     >>> from optfree.schedules import cyclic_momentum_schedule
@@ -499,10 +550,12 @@ def _onecycle(
   starts = (0.0,) + ends[:-1]
   # torch divides by each phase's length: a phase must have a positive one.
   if not all(end > start for start, end in zip(starts, ends)):
+    bound = "1 < pct_start * total_steps"
+    if three_phase:
+      bound += " < (total_steps + 1) / 2"
     raise ValueError(
-        "pct_start must leave every phase of the cycle at least one update"
-        f" (pct_start * total_steps > 1{', and < (total_steps + 1) / 2' if three_phase else ''}),"
-        f" got pct_start={pct_start!r} with total_steps={total_steps!r}"
+        f"pct_start must give every phase a positive length ({bound}), got"
+        f" pct_start={pct_start!r} with total_steps={total_steps!r}"
     )
 
   def anneal(start, end, pct):
@@ -564,6 +617,10 @@ def onecycle_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `OneCycleLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.OneCycleLR.html>`_
+    Smith & Topin, `Super-Convergence <https://arxiv.org/abs/1708.07120>`_, 2019
 
   Example:
     OneCycle on the learning rate and, inversely, on Adam's ``b1`` (what torch
@@ -631,6 +688,10 @@ def onecycle_momentum_schedule(
 
   Returns:
     A schedule ``count -> momentum``.
+
+  References:
+    PyTorch, `OneCycleLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.OneCycleLR.html>`_ (``cycle_momentum=True``)
+    Smith, `A disciplined approach to neural network hyper-parameters <https://arxiv.org/abs/1803.09820>`_, 2018
 
   Example:
     >>> from optfree.schedules import onecycle_momentum_schedule
@@ -739,6 +800,10 @@ def warmup_stable_decay_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    Hu et al., `MiniCPM <https://arxiv.org/abs/2404.06395>`_, 2024 (WSD)
+    Hägele et al., `Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations <https://arxiv.org/abs/2405.18392>`_, 2024 (the 1-sqrt cool-down)
+
   Example:
     >>> from optfree.schedules import warmup_stable_decay_schedule
     >>> schedule = warmup_stable_decay_schedule(
@@ -801,6 +866,9 @@ def per_epoch(schedule: Schedule, steps_per_epoch: int) -> Schedule:
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `How to adjust learning rate <https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate>`_
+
   Example:
     >>> from optfree.schedules import per_epoch, step_schedule
     >>> schedule = per_epoch(step_schedule(1.0, step_size=1, gamma=0.5), 3)
@@ -832,6 +900,9 @@ def sequential_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `SequentialLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.SequentialLR.html>`_
 
   Example:
     >>> from optfree.schedules import (cosine_annealing_schedule,
