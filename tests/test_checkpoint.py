@@ -129,11 +129,14 @@ def test_resumed_run_is_bit_identical(entry, round_trip, tmp_path):
 
 
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
-def test_state_holds_only_arrays(entry):
+def test_state_holds_only_strongly_typed_arrays(entry):
   # Python scalars or objects in the state would not survive a checkpoint
-  # (nor be donatable or shardable); every leaf must be an array.
+  # (nor be donatable or shardable); every leaf must be an array. A restored
+  # leaf is strongly typed, so a weakly typed one would promote differently
+  # (bf16 * weak f32 is bf16, bf16 * f32 is f32) and retrace after a restart.
   tx, step = _compiled(entry.name)
   params = _params()
   state = step(params, tx.init(params), _gradient(0))[1]
   for leaf in jax.tree.leaves((tx.init(params), state)):
     assert isinstance(leaf, jax.Array), type(leaf)
+    assert not leaf.weak_type
