@@ -137,7 +137,8 @@ def test_state_follows_params_dtype_by_default(entry, param_dtypes):
       jnp.dtype(param_dtypes)}
 
 
-@pytest.mark.parametrize("param_dtypes", ["bfloat16", "float16", "mixed_bf16_f32"])
+@pytest.mark.parametrize("param_dtypes",
+                         ["bfloat16", "float16", "mixed_bf16_f32"])
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_scalar_state_is_never_low_precision(entry, param_dtypes):
   # A bf16 running sum of averaging weights stops growing after a few hundred
@@ -169,7 +170,8 @@ def test_state_dtype_argument_is_honoured(entry):
   history = _history(entry, param_dtype, **{argument: jnp.dtype(state_dtype)})
   params = history[0][0]
   for new_params, state, updates in history:
-    buffer_dtypes = [jnp.asarray(leaf).dtype for leaf in _param_sized_leaves(state)]
+    buffer_dtypes = [jnp.asarray(leaf).dtype
+                     for leaf in _param_sized_leaves(state)]
     if coverage == "all":
       assert set(buffer_dtypes) == {jnp.dtype(state_dtype)}
     else:

@@ -35,7 +35,8 @@ POISON = {
 def _params():
   return {
       "dense": {
-          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4),
+          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(
+              3, 4),
           "bias": jnp.full((4,), 0.25, jnp.float32),
       },
       "scale": jnp.asarray(0.5, jnp.float32),
@@ -47,7 +48,8 @@ def _gradient(step):
   keys = jax.random.split(jax.random.key(step), len(leaves))
   return jax.tree.unflatten(
       treedef,
-      [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)],
+      [jax.random.normal(key, leaf.shape, leaf.dtype)
+       for key, leaf in zip(keys, leaves)],
   )
 
 
@@ -56,7 +58,8 @@ def _poisoned(gradient, leaf, value):
   if leaf == "scale":
     return {**gradient, "scale": jnp.asarray(value, jnp.float32)}
   dense = dict(gradient["dense"])
-  dense[leaf] = dense[leaf].reshape(-1).at[1].set(value).reshape(dense[leaf].shape)
+  shape = dense[leaf].shape
+  dense[leaf] = dense[leaf].reshape(-1).at[1].set(value).reshape(shape)
   return {**gradient, "dense": dense}
 
 
@@ -145,12 +148,14 @@ def test_apply_if_finite_inner_run_is_the_plain_optimizer(entry):
   plain, plain_step = _compiled(entry.name, None)
 
   guarded_params = plain_params = _params()
-  guarded_state, plain_state = guarded.init(guarded_params), plain.init(plain_params)
+  guarded_state = guarded.init(guarded_params)
+  plain_state = plain.init(plain_params)
   for gradient, is_finite in _gradient_stream():
     guarded_params, guarded_state = guarded_step(guarded_params, guarded_state,
                                                  gradient)
     if is_finite:
-      plain_params, plain_state = plain_step(plain_params, plain_state, gradient)
+      plain_params, plain_state = plain_step(plain_params, plain_state,
+                                             gradient)
 
   assert int(guarded_state.total_notfinite) == len(POISON)
   assert int(guarded_state.notfinite_count) == 0

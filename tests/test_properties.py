@@ -68,9 +68,12 @@ HYPERPARAMETERS = {
     "schedule_free_wrapper": (_schedule_free_over_adam, dict(
         _SCHEDULE_FREE, learning_rate=_unit(0.0, 0.5),
         weight_decay_at_y=_unit(0.0, 0.1))),
-    "adabound": (optfree.adabound, dict(_ADABOUND, weight_decay=_unit(0.0, 0.1))),
-    "amsbound": (optfree.amsbound, dict(_ADABOUND, weight_decay=_unit(0.0, 0.1))),
-    "adaboundw": (optfree.adaboundw, dict(_ADABOUND, weight_decay=_unit(0.0, 0.01))),
+    "adabound": (optfree.adabound,
+                 dict(_ADABOUND, weight_decay=_unit(0.0, 0.1))),
+    "amsbound": (optfree.amsbound,
+                 dict(_ADABOUND, weight_decay=_unit(0.0, 0.1))),
+    "adaboundw": (optfree.adaboundw,
+                  dict(_ADABOUND, weight_decay=_unit(0.0, 0.01))),
     "lion": (optfree.lion, dict(
         learning_rate=_unit(0.0, 1.0), b1=_unit(0.0, 1.0), b2=_unit(0.0, 0.999),
         weight_decay=_unit(0.0, 0.1))),
@@ -79,7 +82,8 @@ assert set(HYPERPARAMETERS) == {entry.name for entry in OPTIMIZERS}
 
 
 def _tree(index, leaf):
-  return jax.tree.map(leaf, TREES[index], is_leaf=lambda x: isinstance(x, tuple))
+  return jax.tree.map(leaf, TREES[index],
+                      is_leaf=lambda x: isinstance(x, tuple))
 
 
 def _leaf_arrays(shape):
@@ -92,7 +96,8 @@ def _leaf_arrays(shape):
 def _problem(draw, name, steps=STEPS):
   """Hyperparameters, a tree index, its params and ``steps`` gradients."""
   _, strategies = HYPERPARAMETERS[name]
-  hyperparameters = {key: draw(strategy) for key, strategy in strategies.items()}
+  hyperparameters = {key: draw(strategy)
+                     for key, strategy in strategies.items()}
   index = draw(st.sampled_from(range(len(TREES))))
   draw_tree = lambda: _tree(index, lambda shape: draw(_leaf_arrays(shape)))
   params = draw_tree()
@@ -102,7 +107,7 @@ def _problem(draw, name, steps=STEPS):
 
 @functools.lru_cache(maxsize=None)
 def _injected(name):
-  """One injected optimizer and one jitted step per optimizer, for all examples."""
+  """One injected optimizer and jitted step per optimizer, for all examples."""
   factory, strategies = HYPERPARAMETERS[name]
   # Placeholders of the right type; each example sets its values in the state.
   tx = optax.inject_hyperparams(factory)(
@@ -152,7 +157,8 @@ def test_finite_inputs_give_finite_updates_and_a_stable_state(name):
   check()
 
 
-SCHEDULE_FREE = tuple(name for name in NAMES if name.startswith("schedule_free"))
+SCHEDULE_FREE = tuple(name for name in NAMES
+                      if name.startswith("schedule_free"))
 
 
 @pytest.mark.parametrize("name", SCHEDULE_FREE)
@@ -163,15 +169,17 @@ def test_schedule_free_zero_gradient_without_decay_keeps_x_and_y(name):
   @hypothesis.given(_problem(name, steps=0))
   def check(problem):
     hyperparameters, _, params, _ = problem
-    decay = "weight_decay_at_y" if name == "schedule_free_wrapper" else "weight_decay"
+    decay = ("weight_decay_at_y" if name == "schedule_free_wrapper"
+             else "weight_decay")
     hyperparameters = {**hyperparameters, decay: 0.0}
     state, step = _init(name, hyperparameters, params)
     zeros = jax.tree.map(jnp.zeros_like, params)
     current = params
     for _ in range(STEPS):
       current, state, _ = step(current, state, zeros)
+    x_leaves = jax.tree.leaves(optfree.eval_params(state, current))
     for start, y, x in zip(jax.tree.leaves(params), jax.tree.leaves(current),
-                           jax.tree.leaves(optfree.eval_params(state, current))):
+                           x_leaves):
       np.testing.assert_array_equal(y, start)
       # eval_params solves y = (1 - b1) z + b1 x for x, which scales y's
       # rounding error by about 2 / b1.
@@ -238,7 +246,8 @@ def test_adabound_step_lies_within_its_bounds(name):
         momentum.append(m)
         magnitude.append(size)
         # float32 rounding of m (and of AdaBoundW's decay, taken off above).
-        slack = 1e-5 * (upper * (size + wd * np.abs(p)) + wd * np.abs(p)) + 1e-30
+        decay = wd * np.abs(p)
+        slack = 1e-5 * (upper * (size + decay) + decay) + 1e-30
         assert np.all(np.abs(u) <= upper * np.abs(m) + slack)
         assert np.all(np.abs(u) >= lower * np.abs(m) - slack)
         assert np.all(-u * np.sign(m) >= -slack)  # a step along -m

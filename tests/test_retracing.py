@@ -58,7 +58,8 @@ def _assert_compiled_once(step, traces):
   assert step._cache_size() == 1  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize("schedule", [False, True], ids=["constant_lr", "schedule_lr"])
+@pytest.mark.parametrize("schedule", [False, True],
+                         ids=["constant_lr", "schedule_lr"])
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_jitted_update_compiles_once_over_many_steps(entry, schedule):
   overrides = {}

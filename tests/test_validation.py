@@ -109,20 +109,24 @@ def _schedule_cases():
       (S.step_schedule, dict(init_value=0.1, step_size=3, gamma=0.5), {
           "init_value": [-0.1, NAN], "step_size": [0, -1, 2.5],
           "gamma": [0.0, -0.5, NAN]}),
-      (S.multistep_schedule, dict(init_value=0.1, milestones=[2, 5], gamma=0.5), {
+      (S.multistep_schedule,
+       dict(init_value=0.1, milestones=[2, 5], gamma=0.5), {
           "init_value": [-0.1], "milestones": [[5, 2], [2, 2]],
           "gamma": [0.0, -0.5]}),
       (S.exponential_schedule, dict(init_value=0.1, gamma=0.9), {
           "init_value": [-0.1], "gamma": [0.0, -0.9, NAN]}),
-      (S.constant_factor_schedule, dict(init_value=0.1, factor=0.5, total_steps=4), {
+      (S.constant_factor_schedule,
+       dict(init_value=0.1, factor=0.5, total_steps=4), {
           "init_value": [-0.1], "factor": [-0.5, NAN], "total_steps": [0, -1]}),
       (S.linear_factor_schedule,
        dict(init_value=0.1, start_factor=0.5, end_factor=1.0, total_steps=4), {
            "init_value": [-0.1], "start_factor": [-0.5], "end_factor": [-0.5],
            "total_steps": [0]}),
-      (S.polynomial_decay_schedule, dict(init_value=0.1, total_steps=4, power=1.0), {
+      (S.polynomial_decay_schedule,
+       dict(init_value=0.1, total_steps=4, power=1.0), {
           "init_value": [-0.1], "total_steps": [0, -2]}),
-      (S.cosine_annealing_schedule, dict(init_value=0.1, t_max=4, eta_min=0.0), {
+      (S.cosine_annealing_schedule,
+       dict(init_value=0.1, t_max=4, eta_min=0.0), {
           "init_value": [-0.1], "t_max": [0, -1], "eta_min": [-0.01]}),
       (S.cosine_warm_restarts_schedule,
        dict(init_value=0.1, t_0=3, t_mult=2, eta_min=0.0), {
@@ -139,7 +143,8 @@ def _schedule_cases():
            "base_momentum": [-0.1], "max_momentum": [-0.1],
            "step_size_up": [0], "mode": ["sawtooth"]}),
       (S.onecycle_schedule, dict(max_lr=0.1, total_steps=20), {
-          "max_lr": [-0.1], "total_steps": [0, -1], "pct_start": [0.0, 1.0, -0.1],
+          "max_lr": [-0.1], "total_steps": [0, -1],
+          "pct_start": [0.0, 1.0, -0.1],
           "anneal_strategy": ["cosine"], "div_factor": [0.0, -25.0],
           "final_div_factor": [0.0, -1e4]}),
       (S.onecycle_momentum_schedule, dict(total_steps=20), {
@@ -169,7 +174,8 @@ def _schedule_cases():
                        kwargs)
                    for value in values)
   # warmup_steps + decay_steps > total_steps, each fine on its own.
-  cases.append(Bad("warmup_stable_decay_schedule", S.warmup_stable_decay_schedule,
+  cases.append(Bad("warmup_stable_decay_schedule",
+                   S.warmup_stable_decay_schedule,
                    dict(warmup_steps=10, decay_steps=11), "decay_steps",
                    dict(peak_value=0.1, total_steps=20)))
   return cases
@@ -226,7 +232,8 @@ OPTIMIZER_EDGES = [
     ("schedule_free_sgd", dict(learning_rate=0.0), True),
     ("schedule_free_sgd", dict(learning_rate=WARMUP_FROM_ZERO), False),
     ("schedule_free_sgd", dict(b1=1e-3, warmup_steps=1), False),
-    ("schedule_free_adamw", dict(b2=0.0, warmup_steps=0, weight_decay=0.0), False),
+    ("schedule_free_adamw", dict(b2=0.0, warmup_steps=0, weight_decay=0.0),
+     False),
     ("schedule_free_adamw", dict(eps=0.0), False),
     ("schedule_free_adamw", dict(learning_rate=0.0, warmup_steps=3), True),
     ("schedule_free_adamw", dict(learning_rate=WARMUP_FROM_ZERO), False),
@@ -290,11 +297,13 @@ SCHEDULE_EDGES = [
     (S.multistep_schedule, dict(init_value=0.1, milestones=[0, 1])),
     (S.exponential_schedule, dict(init_value=0.1, gamma=1.0)),
     (S.exponential_schedule, dict(init_value=0.0, gamma=0.5)),
-    (S.constant_factor_schedule, dict(init_value=0.1, factor=0.0, total_steps=1)),
+    (S.constant_factor_schedule,
+     dict(init_value=0.1, factor=0.0, total_steps=1)),
     (S.constant_factor_schedule, dict(init_value=0.1, factor=1.0)),
     (S.linear_factor_schedule,
      dict(init_value=0.1, start_factor=1.0, end_factor=0.0, total_steps=1)),
-    (S.polynomial_decay_schedule, dict(init_value=0.1, total_steps=1, power=0.0)),
+    (S.polynomial_decay_schedule,
+     dict(init_value=0.1, total_steps=1, power=0.0)),
     (S.cosine_annealing_schedule, dict(init_value=0.1, t_max=1, eta_min=0.1)),
     (S.cosine_warm_restarts_schedule, dict(init_value=0.1, t_0=1, t_mult=1)),
     (S.cosine_warm_restarts_schedule, dict(init_value=0.1, t_0=1, t_mult=3)),
@@ -303,8 +312,10 @@ SCHEDULE_EDGES = [
      dict(base_lr=0.0, max_lr=0.1, step_size_up=1, step_size_down=1,
           mode="triangular2")),
     (S.cyclic_schedule,
-     dict(base_lr=0.0, max_lr=0.1, step_size_up=2, mode="exp_range", gamma=1.0)),
-    (S.cyclic_momentum_schedule, dict(step_size_up=1, mode="exp_range", gamma=1.0)),
+     dict(base_lr=0.0, max_lr=0.1, step_size_up=2, mode="exp_range",
+          gamma=1.0)),
+    (S.cyclic_momentum_schedule,
+     dict(step_size_up=1, mode="exp_range", gamma=1.0)),
     # Each phase needs an update: pct_start * total_steps > 1 (three-phase:
     # also < (total_steps + 1) / 2), where torch would divide by zero at = 1.
     (S.onecycle_schedule, dict(max_lr=0.1, total_steps=4)),
