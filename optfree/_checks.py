@@ -28,11 +28,14 @@ def _as_float(name: str, value: Any) -> float:
     array = np.asarray(value)
   except Exception as error:  # pragma: no cover - defensive, message matters
     raise ValueError(f"{name} must be a number, got {value!r}") from error
-  if array.shape != () or not np.issubdtype(array.dtype, np.number):
-    raise ValueError(f"{name} must be a scalar number, got {value!r}")
+  real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(
+      array.dtype, np.floating
+  )
+  if array.shape != () or not real:
+    raise ValueError(f"{name} must be a real scalar number, got {value!r}")
   result = float(array)
-  if math.isnan(result):
-    raise ValueError(f"{name} must not be NaN, got {value!r}")
+  if not math.isfinite(result):
+    raise ValueError(f"{name} must be finite, got {value!r}")
   return result
 
 
@@ -103,3 +106,36 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
   choices = tuple(choices)
   if value not in choices:
     raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_trees_match(name: str, state_tree: Any, **trees: Any) -> None:
+  """Raises ValueError unless every tree has the structure and leaf shapes of
+  ``state_tree`` (the param-shaped part of an optimizer state).
+
+  Shapes are compared exactly: a leaf that would merely broadcast against the
+  state is an error, since it would silently corrupt the state.
+
+  Args:
+    name: the optimizer's name, used in the message.
+    state_tree: a param-shaped tree from the optimizer state.
+    **trees: the trees to check, by the name used in the message
+      (``gradient=grads``, ``params=params``); ``None`` values are skipped.
+  """
+  state_structure = jax.tree.structure(state_tree)
+  state_shapes = [np.shape(leaf) for leaf in jax.tree.leaves(state_tree)]
+  for what, tree in trees.items():
+    if tree is None:
+      continue
+    structure = jax.tree.structure(tree)
+    if structure != state_structure:
+      raise ValueError(
+          f"{name}: the {what} tree does not match the optimizer state "
+          "(which was initialised from params with another structure).\n"
+          f"{what}: {structure}\nstate: {state_structure}"
+      )
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(tree)]
+    if shapes != state_shapes:
+      raise ValueError(
+          f"{name}: the {what} leaf shapes {shapes} do not match the "
+          f"optimizer state's {state_shapes}."
+      )

@@ -128,22 +128,7 @@ def _check_trees(
         f"{name}: update() needs the current params (the y sequence): "
         "call update(grads, state, params)."
     )
-  z_structure = jax.tree.structure(state.z)
-  z_shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(state.z)]
-  for what, tree in (("gradient", grads), ("params", params)):
-    structure = jax.tree.structure(tree)
-    if structure != z_structure:
-      raise ValueError(
-          f"{name}: the {what} tree does not match the optimizer state "
-          f"(which was initialised from params with another structure).\n"
-          f"{what}: {structure}\nstate: {z_structure}"
-      )
-    shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(tree)]
-    if shapes != z_shapes:
-      raise ValueError(
-          f"{name}: the {what} leaf shapes {shapes} do not match the "
-          f"optimizer state's {z_shapes}."
-      )
+  _checks.check_trees_match(name, state.z, gradient=grads, params=params)
 
 
 def _kahan_add(

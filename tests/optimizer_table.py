@@ -27,10 +27,25 @@ class Entry:
     return self.factory(**{**self.kwargs, **overrides})
 
 
-def _schedule_free_over_adam(learning_rate=1e-2, **kwargs):
+def _schedule_free_over_adam(
+    learning_rate=1e-2,
+    *,
+    b1=0.9,
+    weight_lr_power=2.0,
+    r=0.0,
+    weight_decay_at_y=0.0,
+    state_dtype=None,
+):
   # The wrapper's base must produce the z-step; Adam without momentum does.
+  # Explicit keywords, so that optax.inject_hyperparams can inject each one.
   return optfree.schedule_free(
-      optax.adam(learning_rate, b1=0.0), learning_rate, **kwargs
+      optax.adam(learning_rate, b1=0.0),
+      learning_rate,
+      b1=b1,
+      weight_lr_power=weight_lr_power,
+      r=r,
+      weight_decay_at_y=weight_decay_at_y,
+      state_dtype=state_dtype,
   )
 
 

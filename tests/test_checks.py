@@ -1,0 +1,178 @@
+"""Unit tests of optfree/_checks.py, the validation every constructor uses.
+
+Each check must raise ``ValueError`` whose message names the argument and the
+offending value, and must let through what cannot be inspected at
+construction: a schedule (callable) and a tracer (an injected hyperparameter
+under ``jit``).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from optfree import _checks
+
+
+def _raises_naming(check, name, value, *args, **kwargs):
+  """Asserts ``check(name, value, ...)`` raises ValueError naming both."""
+  with pytest.raises(ValueError) as info:
+    check(name, value, *args, **kwargs)
+  message = str(info.value)
+  assert name in message
+  assert repr(value) in message
+  return message
+
+
+# check_interval ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, low, high, low_closed, high_closed",
+    [
+        (0.0, 0.0, 1.0, True, True),
+        (1.0, 0.0, 1.0, True, True),
+        (0.5, 0.0, 1.0, False, False),
+        (0.999, 0.0, 1.0, True, False),
+        (-5.0, -math.inf, 0.0, True, True),
+        (3, 0.0, math.inf, True, True),
+        (np.float32(0.25), 0.0, 1.0, False, False),
+        (np.array(0.25), 0.0, 1.0, False, False),
+        (jnp.asarray(0.25), 0.0, 1.0, False, False),
+        (jnp.asarray(2, dtype=jnp.int32), 0.0, math.inf, True, True),
+    ],
+)
+def test_interval_accepts_values_inside(value, low, high, low_closed,
+                                        high_closed):
+  _checks.check_interval(
+      "arg", value, low, high, low_closed=low_closed, high_closed=high_closed
+  )
+
+
+@pytest.mark.parametrize(
+    "value, low, high, low_closed, high_closed, brackets",
+    [
+        (-0.1, 0.0, 1.0, True, True, ("[", "]")),
+        (1.1, 0.0, 1.0, True, True, ("[", "]")),
+        (0.0, 0.0, 1.0, False, True, ("(", "]")),
+        (1.0, 0.0, 1.0, True, False, ("[", ")")),
+        (np.float32(1.5), 0.0, 1.0, False, False, ("(", ")")),
+        (jnp.asarray(-1.0), 0.0, math.inf, True, True, ("[", "]")),
+    ],
+)
+def test_interval_rejects_values_outside_naming_interval(
+    value, low, high, low_closed, high_closed, brackets):
+  message = _raises_naming(
+      _checks.check_interval, "b2", value, low, high,
+      low_closed=low_closed, high_closed=high_closed,
+  )
+  left, right = brackets
+  assert f"{left}{low}, {high}{right}" in message
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), np.float32("nan"), True, False, "0.1", None,
+              [0.1], np.zeros(2), 1 + 2j]
+)
+def test_interval_rejects_non_numbers_nan_and_non_scalars(value):
+  # NaN compares False with everything, so without an explicit check it would
+  # slip through any interval test written as `not (value < low)`.
+  with pytest.raises(ValueError) as info:
+    _checks.check_interval("eps", value, 0.0)
+  assert "eps" in str(info.value)
+
+
+def test_interval_lets_schedules_through():
+  schedule = optax.linear_schedule(-1.0, -2.0, 10)  # would fail if evaluated
+  _checks.check_interval("learning_rate", schedule, 0.0)
+  _checks.check_positive("learning_rate", lambda count: -1.0)
+
+
+def test_checks_let_tracers_through_under_jit():
+  # inject_hyperparams feeds hyperparameters as traced arrays; a construction
+  # check on them must neither raise nor force a host sync.
+  @jax.jit
+  def construct(value, count):
+    _checks.check_interval("b1", value, 0.0, 1.0)
+    _checks.check_positive("learning_rate", value)
+    _checks.check_non_negative("weight_decay", value)
+    _checks.check_int("warmup_steps", count)
+    return value * 2
+
+  assert float(construct(-3.0, 1)) == -6.0
+
+
+@pytest.mark.parametrize("value", [0.0, 0, 1e-30, 7.5, 1e30])
+def test_non_negative_accepts(value):
+  _checks.check_non_negative("weight_decay", value)
+
+
+@pytest.mark.parametrize("value", [-1e-12, -1, -math.inf])
+def test_non_negative_rejects(value):
+  _raises_naming(_checks.check_non_negative, "weight_decay", value)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, np.float32("inf")])
+def test_infinite_values_are_rejected(value):
+  # An infinite learning rate or eps builds a run that is NaN from step one.
+  with pytest.raises(ValueError, match="finite"):
+    _checks.check_interval("learning_rate", value)
+
+
+@pytest.mark.parametrize("value", [1e-30, 1, 0.5])
+def test_positive_accepts(value):
+  _checks.check_positive("gamma", value)
+
+
+@pytest.mark.parametrize("value", [0.0, 0, -0.0, -2.0])
+def test_positive_rejects_zero_and_negative(value):
+  _raises_naming(_checks.check_positive, "gamma", value)
+
+
+# check_int --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, minimum",
+    [(0, 0), (5, 1), (np.int64(3), 0), (np.array(4), 2),
+     (jnp.asarray(7, jnp.int32), 0)],
+)
+def test_int_accepts(value, minimum):
+  _checks.check_int("warmup_steps", value, minimum)
+
+
+@pytest.mark.parametrize("value", [2.0, 2.5, "3", None, True, np.array([1, 2]),
+                                   np.float32(1.0)])
+def test_int_rejects_non_integers(value):
+  message = _raises_naming(_checks.check_int, "warmup_steps", value)
+  assert "integer" in message
+
+
+@pytest.mark.parametrize("value, minimum", [(-1, 0), (0, 1), (np.int32(2), 3)])
+def test_int_rejects_below_minimum_naming_it(value, minimum):
+  message = _raises_naming(_checks.check_int, "t_0", value, minimum)
+  assert f">= {minimum}" in message
+
+
+# check_choice -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["cos", "linear"])
+def test_choice_accepts(value):
+  _checks.check_choice("anneal_strategy", value, ["cos", "linear"])
+
+
+@pytest.mark.parametrize("value", ["Cos", "cosine", "", None, 1])
+def test_choice_rejects_naming_the_choices(value):
+  message = _raises_naming(
+      _checks.check_choice, "anneal_strategy", value, ("cos", "linear")
+  )
+  assert "'cos'" in message and "'linear'" in message
+
+
+def test_choice_accepts_a_generator_of_choices():
+  _checks.check_choice("mode", "exp_range",
+                       (mode for mode in ("triangular", "exp_range")))

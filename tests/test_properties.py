@@ -1,0 +1,256 @@
+"""Property-based tests (hypothesis) over random valid hyperparameters.
+
+Hyperparameters are drawn from their valid ranges and fed through
+``optax.inject_hyperparams``, so each optimizer compiles once per tree shape
+and the examples only run. Params and gradients are random finite arrays
+(|value| <= 1e3, zeros included) on a few small pytrees (nested dicts, a list,
+a 0-d leaf, a bare array).
+"""
+
+import functools
+
+import hypothesis
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optfree
+from tests.optimizer_table import OPTIMIZERS
+
+STEPS = 4
+SETTINGS = hypothesis.settings(
+    max_examples=8, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+
+# Tree shapes are drawn from a few, so that each optimizer compiles a handful
+# of times; the values, and the hyperparameters, are drawn freely.
+TREES = (
+    {"kernel": (3, 2), "bias": (2,)},
+    [(4,), {"scale": (), "embedding": (2, 2, 2)}],
+    (5,),  # a bare array, not a container
+)
+
+
+def _schedule_free_over_adam(learning_rate=1e-2, *, b1=0.9, r=0.0,
+                             weight_lr_power=2.0, weight_decay_at_y=0.0):
+  # The table's wrapper entry with its hyperparameters named, so that
+  # inject_hyperparams can draw each of them.
+  return optfree.schedule_free(
+      optax.adam(learning_rate, b1=0.0), learning_rate, b1=b1, r=r,
+      weight_lr_power=weight_lr_power, weight_decay_at_y=weight_decay_at_y)
+
+
+def _unit(low=0.0, high=1.0, **kwargs):
+  return st.floats(low, high, allow_nan=False, allow_subnormal=False, **kwargs)
+
+
+_SCHEDULE_FREE = dict(
+    learning_rate=_unit(0.0, 2.0), b1=_unit(0.01, 0.99), r=_unit(0.0, 2.0),
+    weight_lr_power=_unit(0.0, 3.0))
+_ADAM = dict(b2=_unit(0.0, 0.999), eps=_unit(1e-10, 1e-3))
+_ADABOUND = dict(
+    learning_rate=_unit(1e-5, 1.0), final_lr=_unit(0.0, 1.0),
+    b1=_unit(0.0, 0.99), b2=_unit(0.0, 0.999), gamma=_unit(1e-4, 1.0),
+    eps=_unit(1e-10, 1e-3))
+HYPERPARAMETERS = {
+    "schedule_free_sgd": (optfree.schedule_free_sgd, dict(
+        _SCHEDULE_FREE, warmup_steps=st.integers(0, 5),
+        weight_decay=_unit(0.0, 0.1))),
+    "schedule_free_adamw": (optfree.schedule_free_adamw, dict(
+        _SCHEDULE_FREE, **_ADAM, warmup_steps=st.integers(0, 5),
+        weight_decay=_unit(0.0, 0.1))),
+    "schedule_free_radam": (optfree.schedule_free_radam, dict(
+        _SCHEDULE_FREE, **_ADAM, weight_decay=_unit(0.0, 0.1))),
+    "schedule_free_wrapper": (_schedule_free_over_adam, dict(
+        _SCHEDULE_FREE, learning_rate=_unit(0.0, 0.5),
+        weight_decay_at_y=_unit(0.0, 0.1))),
+    "adabound": (optfree.adabound,
+                 dict(_ADABOUND, weight_decay=_unit(0.0, 0.1))),
+    "amsbound": (optfree.amsbound,
+                 dict(_ADABOUND, weight_decay=_unit(0.0, 0.1))),
+    "adaboundw": (optfree.adaboundw,
+                  dict(_ADABOUND, weight_decay=_unit(0.0, 0.01))),
+    "lion": (optfree.lion, dict(
+        learning_rate=_unit(0.0, 1.0), b1=_unit(0.0, 1.0), b2=_unit(0.0, 0.999),
+        weight_decay=_unit(0.0, 0.1))),
+}
+assert set(HYPERPARAMETERS) == {entry.name for entry in OPTIMIZERS}
+
+
+def _tree(index, leaf):
+  return jax.tree.map(leaf, TREES[index],
+                      is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _leaf_arrays(shape):
+  return hnp.arrays(
+      np.float32, shape,
+      elements=st.floats(-1e3, 1e3, width=32, allow_subnormal=False))
+
+
+@st.composite
+def _problem(draw, name, steps=STEPS):
+  """Hyperparameters, a tree index, its params and ``steps`` gradients."""
+  _, strategies = HYPERPARAMETERS[name]
+  hyperparameters = {key: draw(strategy)
+                     for key, strategy in strategies.items()}
+  index = draw(st.sampled_from(range(len(TREES))))
+  draw_tree = lambda: _tree(index, lambda shape: draw(_leaf_arrays(shape)))
+  params = draw_tree()
+  gradients = [draw_tree() for _ in range(steps)]
+  return hyperparameters, index, params, gradients
+
+
+@functools.lru_cache(maxsize=None)
+def _injected(name):
+  """One injected optimizer and jitted step per optimizer, for all examples."""
+  factory, strategies = HYPERPARAMETERS[name]
+  # Placeholders of the right type; each example sets its values in the state.
+  tx = optax.inject_hyperparams(factory)(
+      **{key: 1 if key == "warmup_steps" else 0.5 for key in strategies})
+
+  @jax.jit
+  def step(params, state, gradient):
+    updates, state = tx.update(gradient, state, params)
+    return optax.apply_updates(params, updates), state, updates
+
+  return tx, step
+
+
+def _init(name, hyperparameters, params):
+  tx, step = _injected(name)
+  state = tx.init(params)
+  # Same dtype and weak type as the placeholders: no recompilation.
+  values = {
+      key: (jnp.asarray(value) if state.hyperparams[key].weak_type
+            else jnp.asarray(value, state.hyperparams[key].dtype))
+      for key, value in hyperparameters.items()}
+  return state._replace(hyperparams={**state.hyperparams, **values}), step
+
+
+def _signature(tree):
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, [(jnp.shape(x), jnp.asarray(x).dtype) for x in leaves]
+
+
+NAMES = tuple(HYPERPARAMETERS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_inputs_give_finite_updates_and_a_stable_state(name):
+  @SETTINGS
+  @hypothesis.given(_problem(name))
+  def check(problem):
+    hyperparameters, _, params, gradients = problem
+    state, step = _init(name, hyperparameters, params)
+    signature = _signature(state)
+    for gradient in gradients:
+      params, state, updates = step(params, state, gradient)
+      for leaf in jax.tree.leaves((updates, params)):
+        assert np.all(np.isfinite(leaf))
+      assert _signature(state) == signature
+
+  check()
+
+
+SCHEDULE_FREE = tuple(name for name in NAMES
+                      if name.startswith("schedule_free"))
+
+
+@pytest.mark.parametrize("name", SCHEDULE_FREE)
+def test_schedule_free_zero_gradient_without_decay_keeps_x_and_y(name):
+  # From the start x = y = z = params; with zero gradients and no decay
+  # nothing pulls any of them anywhere.
+  @SETTINGS
+  @hypothesis.given(_problem(name, steps=0))
+  def check(problem):
+    hyperparameters, _, params, _ = problem
+    decay = ("weight_decay_at_y" if name == "schedule_free_wrapper"
+             else "weight_decay")
+    hyperparameters = {**hyperparameters, decay: 0.0}
+    state, step = _init(name, hyperparameters, params)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    current = params
+    for _ in range(STEPS):
+      current, state, _ = step(current, state, zeros)
+    x_leaves = jax.tree.leaves(optfree.eval_params(state, current))
+    for start, y, x in zip(jax.tree.leaves(params), jax.tree.leaves(current),
+                           x_leaves):
+      np.testing.assert_array_equal(y, start)
+      # eval_params solves y = (1 - b1) z + b1 x for x, which scales y's
+      # rounding error by about 2 / b1.
+      rtol = 4 * np.finfo(np.float32).eps / hyperparameters["b1"]
+      np.testing.assert_allclose(x, start, rtol=rtol, atol=1e-30)
+
+  check()
+
+
+def test_lion_update_is_a_signed_step_plus_decay():
+  # u = -lr (sign(.) + wd p): so |u| <= lr (1 + wd |p|), and u + lr wd p is
+  # -lr, 0 or +lr per element.
+  @SETTINGS
+  @hypothesis.given(_problem("lion"))
+  def check(problem):
+    hyperparameters, _, params, gradients = problem
+    state, step = _init("lion", hyperparameters, params)
+    lr, wd = hyperparameters["learning_rate"], hyperparameters["weight_decay"]
+    for gradient in gradients:
+      new_params, state, updates = step(params, state, gradient)
+      for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
+        p, u = np.asarray(p, np.float64), np.asarray(u, np.float64)
+        scale = lr * (1 + wd * np.abs(p))
+        tolerance = 1e-6 * scale + 1e-30
+        assert np.all(np.abs(u) <= scale + tolerance)
+        signed = np.abs(u + lr * wd * p)
+        assert np.all(np.minimum(signed, np.abs(signed - lr)) <= tolerance)
+      params = new_params
+
+  check()
+
+
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
+def test_adabound_step_lies_within_its_bounds(name):
+  # Per element, the step is clip(step size, lower_t, upper_t) * m_t with the
+  # bounds final_lr (1 - 1/(gamma t + 1)) and final_lr (1 + 1/(gamma t)) and
+  # m_t the (uncorrected) running mean of the gradients; AdaBound's L2 decay
+  # enters the gradient, AdaBoundW's decay is subtracted after the step.
+  @SETTINGS
+  @hypothesis.given(_problem(name))
+  def check(problem):
+    hyperparameters, _, params, gradients = problem
+    state, step = _init(name, hyperparameters, params)
+    b1, final_lr, gamma, wd = (hyperparameters[key] for key in
+                               ("b1", "final_lr", "gamma", "weight_decay"))
+    zeros = [np.zeros(np.shape(p)) for p in jax.tree.leaves(params)]
+    # m_t, and the same average of |g| as the scale of m's rounding error.
+    momentum, magnitude = zeros, zeros
+    for t, gradient in enumerate(gradients, start=1):
+      new_params, state, updates = step(params, state, gradient)
+      lower = final_lr * (1 - 1 / (gamma * t + 1))
+      upper = final_lr * (1 + 1 / (gamma * t))
+      leaves = zip(jax.tree.leaves(params), jax.tree.leaves(gradient),
+                   jax.tree.leaves(updates), momentum, magnitude)
+      momentum, magnitude = [], []
+      for p, g, u, m, size in leaves:
+        p, g, u = (np.asarray(a, np.float64) for a in (p, g, u))
+        if name == "adaboundw":
+          u = u + wd * p
+        else:
+          g = g + wd * p
+        m = b1 * m + (1 - b1) * g
+        size = b1 * size + (1 - b1) * np.abs(g)
+        momentum.append(m)
+        magnitude.append(size)
+        # float32 rounding of m (and of AdaBoundW's decay, taken off above).
+        decay = wd * np.abs(p)
+        slack = 1e-5 * (upper * (size + decay) + decay) + 1e-30
+        assert np.all(np.abs(u) <= upper * np.abs(m) + slack)
+        assert np.all(np.abs(u) >= lower * np.abs(m) - slack)
+        assert np.all(-u * np.sign(m) >= -slack)  # a step along -m
+      params = new_params
+
+  check()
