@@ -9,7 +9,6 @@ runs agree to rounding.
 """
 
 import functools
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -139,22 +138,6 @@ def test_after_clip_by_global_norm_equals_clipped_gradients(entry, wrapper):
                            expected_params)
 
 
-def _keyword_factory(entry):
-  """The entry's factory with its hyperparameters as named keywords.
-
-  inject_hyperparams binds keywords to the factory's signature, and cannot
-  bind them through a ``**kwargs`` (the table's wrapper helper has one).
-  """
-  def factory(**hyperparams):
-    return entry.make(**hyperparams)
-
-  factory.__signature__ = inspect.Signature([
-      inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
-      for name in (*entry.kwargs, "b1")
-  ])
-  return factory
-
-
 LEARNING_RATE_FACTORS = (1.0, 0.5, 2.0, 0.25, 1.0, 3.0)
 B1_VALUES = (0.9, 0.8, 0.95, 0.7, 0.9, 0.85)
 
@@ -169,9 +152,9 @@ def test_inject_hyperparams_changes_without_recompiling(entry):
   """
   batches = _batches(STEPS)
   base_lr = entry.kwargs["learning_rate"]
-  tx = optax.inject_hyperparams(_keyword_factory(entry))(**entry.kwargs, b1=0.9)
+  tx = optax.inject_hyperparams(entry.factory)(**entry.kwargs, b1=0.9)
   # Every numeric hyperparameter of the entry is injected (a traced array).
-  assert set(tx.init(_init_params()).hyperparams) == {*entry.kwargs, "b1"}
+  assert {*entry.kwargs, "b1"} <= set(tx.init(_init_params()).hyperparams)
   traces = []
 
   @jax.jit
