@@ -96,8 +96,9 @@ def _copy_tree(params: optax.Params, dtype: Any) -> optax.Params:
 
 
 def _zeros_tree(params: optax.Params, dtype: Any) -> optax.Params:
+  # zeros_like keeps each param's sharding, so the state stays sharded too.
   return jax.tree.map(
-      lambda p: jnp.zeros(jnp.shape(p), dtype or jnp.asarray(p).dtype), params
+      lambda p: jnp.zeros_like(p, dtype=dtype or jnp.asarray(p).dtype), params
   )
 
 
@@ -843,11 +844,21 @@ def eval_params(
       return y
     return ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype)
 
-  try:
-    return jax.tree.map(x_leaf, params, state.z)
-  except ValueError as error:
+  # Leaves are paired in order rather than by tree structure, so that a
+  # params tree wrapped differently from z (flax.nnx's Param vs OptVariable)
+  # still works.
+  y_leaves, treedef = jax.tree.flatten(params)
+  z_leaves = jax.tree.leaves(
+      state.z, is_leaf=lambda node: isinstance(node, optax.MaskedNode)
+  )
+  shapes_match = len(y_leaves) == len(z_leaves) and all(
+      isinstance(z, optax.MaskedNode) or jnp.shape(y) == jnp.shape(z)
+      for y, z in zip(y_leaves, z_leaves)
+  )
+  if not shapes_match:
     raise ValueError(
         "eval_params: params do not match the ScheduleFreeState's z:\n"
         f"params: {jax.tree.structure(params)}\n"
         f"z: {jax.tree.structure(state.z)}"
-    ) from error
+    )
+  return treedef.unflatten([x_leaf(y, z) for y, z in zip(y_leaves, z_leaves)])
