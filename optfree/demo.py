@@ -67,12 +67,12 @@ def train_one(task, spec, steps: int, seed: int, eval_every: int,
       first_chunk_s = elapsed
     else:
       train_s += elapsed
-    loss, accuracy = runs.evaluate("test")
+    metrics = runs.evaluate()
     curve["step"].append(runs.step)
-    curve["test_loss"].append(float(loss[0]))
-    curve["test_accuracy"].append(float(accuracy[0]))
+    curve["test_loss"].append(float(metrics["test_loss"][0]))
+    curve["test_accuracy"].append(float(metrics["test_accuracy"][0]))
     progress.update(runs.step - previous)
-    progress.set_postfix(acc=f"{accuracy[0]:.3f}")
+    progress.set_postfix(acc=f"{curve['test_accuracy'][-1]:.3f}")
   timed_steps = steps - curve["step"][0]
   return {
       "label": spec.label,
