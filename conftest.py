@@ -11,6 +11,9 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# The golden-data generators import torch, which the default test run lacks.
+collect_ignore = ["tests/reference"]
+
 import jax  # noqa: E402  (must follow the flag)
 import pytest  # noqa: E402
 

@@ -10,6 +10,7 @@ from optfree.adabound import adabound
 from optfree.adabound import adaboundw
 from optfree.adabound import amsbound
 from optfree.adabound import scale_by_adabound
+from optfree.adabound import ScaleByAdaBoundState
 from optfree.lion import lion
 from optfree.lion import scale_by_lion
 from optfree.schedule_free import eval_params
@@ -38,6 +39,7 @@ from optfree.schedules import warmup_stable_decay_schedule
 __version__ = "0.1.0"
 
 __all__ = (
+    "ScaleByAdaBoundState",
     "ScheduleFreeState",
     "adabound",
     "adaboundw",

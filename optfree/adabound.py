@@ -92,7 +92,10 @@ def scale_by_adabound(
   With a constant ``learning_rate`` the ratio is 1, also when the value is
   injected by ``optax.inject_hyperparams``: to make the bounds follow an
   injected learning-rate schedule ``s``, inject ``final_lr`` as
-  ``lambda count: final_lr * s(count) / s(0)`` too.
+  ``lambda count: final_lr * s(count) / s(0)`` too. A constant
+  ``learning_rate=0`` does not freeze the params: the step is lifted to the
+  lower bound, which then depends on ``final_lr`` alone (the reference divides
+  0 by 0 there; this is its limit as the learning rate goes to 0).
 
   Args:
     learning_rate: Adam's learning rate :math:`\alpha_t`, a float or an optax
@@ -142,24 +145,31 @@ def scale_by_adabound(
     del params
     count_inc = optax.safe_increment(state.count)
     # Scalars in the highest enabled float precision, as the reference's Python
-    # floats; each leaf is cast back to its own dtype below.
+    # floats; each leaf narrows them to its own compute dtype.
     float_dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-    step = count_inc.astype(float_dtype)
+    t = count_inc.astype(float_dtype)
     if callable(learning_rate):
       lr = jnp.asarray(learning_rate(state.count), float_dtype)
       final = final_lr * lr / jnp.asarray(learning_rate(0), float_dtype)
     else:
       lr = jnp.asarray(learning_rate, float_dtype)
       final = jnp.asarray(final_lr, float_dtype)
-    step_size = lr * jnp.sqrt(1 - b2**step) / (1 - b1**step)
-    lower = final * (1 - 1 / (gamma * step + 1))
-    upper = final * (1 + 1 / (gamma * step))
+    step_size = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    lower = final * (1 - 1 / (gamma * t + 1))
+    upper = final * (1 + 1 / (gamma * t))
 
     def leaf_update(g, m, v, v_max):
       m_new = b1 * m + (1 - b1) * g
       v_new = b2 * v + (1 - b2) * g * g
       v_hat = v_new if v_max is None else jnp.maximum(v_max, v_new)
-      step_leaf = jnp.clip(step_size / (jnp.sqrt(v_hat) + eps), lower, upper)
+      # At least float32 (bfloat16 leaves), no wider than the leaf (float32
+      # leaves under x64 stay float32).
+      dtype = jnp.promote_types(jnp.result_type(m_new, v_hat), jnp.float32)
+      leaf_step_size, leaf_lower, leaf_upper = (
+          x.astype(dtype) for x in (step_size, lower, upper))
+      step_leaf = jnp.clip(
+          leaf_step_size / (jnp.sqrt(v_hat.astype(dtype)) + eps),
+          leaf_lower, leaf_upper)
       return (
           (step_leaf * m_new).astype(g.dtype),
           m_new.astype(m.dtype),

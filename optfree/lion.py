@@ -42,7 +42,8 @@ def scale_by_lion(
       this dtype across updates.
 
   Returns:
-    An ``optax.GradientTransformation`` with ``optax.ScaleByLionState``.
+    An ``optax.GradientTransformation`` whose state is optax's
+    ``ScaleByLionState`` (the momentum ``mu`` and a step counter).
 
   References:
     Chen et al., `Symbolic Discovery of Optimization Algorithms
