@@ -1,27 +1,34 @@
-"""Schedule-Free SGD, AdamW, RAdam and a Schedule-Free wrapper for optax.
+r"""Schedule-Free SGD, AdamW, RAdam and a Schedule-Free wrapper for optax.
 
 Schedule-Free learning (Defazio et al., 2024) replaces a decaying learning-rate
 schedule by interpolation and averaging over three sequences:
 
 .. math::
 
-  y_t = (1 - \\beta_1) z_t + \\beta_1 x_t, \\qquad
-  z_{t+1} = z_t - \\gamma_t d_t, \\qquad
+  y_t = (1 - \beta_1) z_t + \beta_1 x_t, \qquad
+  z_{t+1} = z_t - \gamma_t d_t, \qquad
   x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1},
 
 where :math:`d_t` is the base direction computed from the gradient at
-:math:`y_t`, and :math:`c_{t+1} = w_{t+1} / \\sum_{i \\le t+1} w_i` with
-:math:`w_t = t^r \\gamma_{\\max,t}^{p}` (``r``, ``weight_lr_power`` = p).
+:math:`y_t`, and :math:`c_{t+1} = w_{t+1} / \sum_{i \le t+1} w_i` with
+:math:`w_t = t^r \gamma_{\max,t}^{p}` (``r``, ``weight_lr_power`` = p).
 
 The params a user holds are :math:`y` (where gradients are taken); :math:`z`
 lives in the state; :math:`x`, the point to evaluate, is derived by
-:func:`eval_params`. Each update is written in the lerp form of the reference
-implementation (PyPI ``schedulefree`` 1.4.1), which never forms :math:`x`:
+:func:`eval_params`. Each update uses the lerp form of the reference
+implementation (PyPI ``schedulefree`` 1.4.1), which never forms :math:`x` and
+never divides by :math:`\beta_1`,
 
 .. math::
 
   y_{t+1} = y_t + c_{t+1} (z_t - y_t)
-            + \\gamma_t (\\beta_1 (1 - c_{t+1}) - 1) d_t.
+            + \gamma_t (\beta_1 (1 - c_{t+1}) - 1) d_t
+          = y_t + c_{t+1} (z_{t+1} - y_t)
+            - \gamma_t (1 - \beta_1)(1 - c_{t+1}) d_t,
+
+in its second, equal form: written on :math:`z_{t+1}`, nothing reads
+:math:`z_t` once :math:`z_{t+1}` is written, so XLA updates both buffers in
+place instead of copying them first.
 """
 
 from __future__ import annotations
@@ -40,18 +47,18 @@ MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 class ScheduleFreeState(NamedTuple):
-  """State of every Schedule-Free transformation.
+  r"""State of every Schedule-Free transformation.
 
   Attributes:
     count: number of updates applied (int32; saturates instead of wrapping).
     lr_max: running maximum of the learning rate used by the z-step.
     weight_sum: running sum of the averaging weights :math:`w_t`, kept as a
       Kahan-compensated pair with ``weight_sum_compensation`` so that
-      :math:`c_t = w_t / \\sum w` stays right far past :math:`2^{24}` steps
+      :math:`c_t = w_t / \sum w` stays right far past :math:`2^{24}` steps
       in float32.
     weight_sum_compensation: the rounding error not yet added to
       ``weight_sum``.
-    b1: the :math:`\\beta_1` of the last update, read by :func:`eval_params`
+    b1: the :math:`\beta_1` of the last update, read by :func:`eval_params`
       (so it stays right when ``b1`` is injected or scheduled).
     z: the base sequence, a pytree like the params (dtype ``state_dtype``).
     base_state: state of the z-step: ``optax.EmptyState()`` for SGD,
@@ -95,7 +102,7 @@ def _zeros_tree(params: optax.Params, dtype: Any) -> optax.Params:
 
 
 def _init_state(
-    params: optax.Params, b1: Any, state_dtype: Any, base_state: optax.OptState
+    params: optax.Params, b1: Any, z: optax.Params, base_state: optax.OptState
 ) -> ScheduleFreeState:
   dtype = _scalar_dtype(params)
   return ScheduleFreeState(
@@ -104,7 +111,7 @@ def _init_state(
       weight_sum=jnp.zeros([], dtype),
       weight_sum_compensation=jnp.zeros([], dtype),
       b1=jnp.asarray(b1, dtype),
-      z=_copy_tree(params, state_dtype),
+      z=z,
       base_state=base_state,
   )
 
@@ -248,6 +255,66 @@ def _validate(**values: Any) -> None:
     checks[name](name, value)
 
 
+def _one_minus(value: Any, dtype: Any) -> jax.Array:
+  """``1 - value``, before rounding to ``dtype`` when ``value`` is a number.
+
+  In float32, ``1 - float32(0.999)`` is off by 1.3e-5 relative; the
+  reference computes such scalars in Python (float64).
+  """
+  if isinstance(value, (int, float)):
+    return jnp.asarray(1 - value, dtype)
+  return 1 - jnp.asarray(value, dtype)
+
+
+# B_2k / (2k)! for the Bernoulli series u / (e^u - 1) = 1 - u/2 + sum ...
+_BERNOULLI_SERIES = tuple(
+    b / math.factorial(2 * k)
+    for k, b in enumerate(
+        (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6,
+         -3617 / 510),
+        start=1,
+    )
+)
+
+
+def _radam_rho(
+    step: jax.Array, one_minus_b2: jax.Array, log_b2: jax.Array
+) -> jax.Array:
+  r"""RAdam's :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1 - \beta_2^t)`.
+
+  The textbook form subtracts two numbers near :math:`2 / (1 - \beta_2)`
+  to get one near :math:`t`: in float32 with :math:`\beta_2 = 0.999` that
+  loses 0.5% of the rectification in the first steps. With
+  :math:`L = -\log \beta_2`, :math:`q = 1 - \beta_2`, :math:`u = t L`:
+
+  .. math::
+
+    \rho_t = \Big(\frac{2 (L - q)}{q L} - 1\Big)
+             + \frac{2}{L}\Big(1 - \frac{u}{e^u - 1}\Big),
+
+  where both brackets are evaluated by series where they would cancel.
+  """
+  q = one_minus_b2
+  big_l = -log_b2
+  # (L - q) / q^2 = sum_{n >= 2} q^(n-2) / n; the series for small q.
+  series = sum(q**i / (i + 2) for i in range(20))
+  direct = (big_l - q) / jnp.where(q < 0.15, 1, q * q)
+  excess = jnp.where(q < 0.15, series, direct)
+  offset = 2 * q * excess / big_l - 1
+  u = step * big_l
+  u_series = u / 2 - sum(
+      coefficient * u ** (2 * k)
+      for k, coefficient in enumerate(_BERNOULLI_SERIES, start=1)
+  )
+  u_direct = 1 - u / jnp.expm1(jnp.where(u < 0.5, 1, u))
+  rho = offset + 2 / big_l * jnp.where(u < 0.5, u_series, u_direct)
+  # b2 <= 0.6 has rho_inf <= 4, so rho_t never exceeds 4: the plain form
+  # is exact enough there and stays finite at b2 = 0.
+  b2_power = jnp.exp(step * log_b2)
+  plain = 2 / q - 1 - 2 * step * b2_power / -jnp.expm1(step * log_b2)
+  return jnp.where(q < 0.4, rho, plain)
+
+
 def _schedule_free_elementwise(
     name: str,
     learning_rate: ScalarOrSchedule,
@@ -265,9 +332,9 @@ def _schedule_free_elementwise(
 ) -> optax.GradientTransformation:
   """Schedule-Free over SGD (``b2=None``), Adam or rectified Adam.
 
-  The whole step is one elementwise function per leaf that reads g, y, z (and
-  nu) once and writes the update, z (and nu) once; every scalar is computed
-  once per step outside it.
+  The whole step is one elementwise function per leaf of g, y, z (and nu)
+  that writes the update, z (and nu); every scalar is computed once per step
+  outside it.
   """
   adaptive = b2 is not None
 
@@ -277,7 +344,7 @@ def _schedule_free_elementwise(
         if adaptive
         else optax.EmptyState()
     )
-    return _init_state(params, b1, state_dtype, base_state)
+    return _init_state(params, b1, _copy_tree(params, state_dtype), base_state)
 
   def update_fn(grads, state, params=None):
     _check_trees(name, grads, state, params)
@@ -288,12 +355,15 @@ def _schedule_free_elementwise(
     normalize = None
     if adaptive:
       b2_ = jnp.asarray(b2, dtype)
-      bias_correction2 = 1 - b2_**step
+      one_minus_b2 = _one_minus(b2, dtype)
+      log_b2 = jnp.log1p(-one_minus_b2)
+      bias_correction2 = -jnp.expm1(step * log_b2)
+      eps_ = jnp.asarray(eps, dtype)
     if rectify:
       # RAdam: SGD steps (or none, silently) until the variance of the
       # adaptive step is tractable (rho_t > 4), then rectified Adam steps.
-      rho_inf = 2 / (1 - b2_) - 1
-      rho_t = rho_inf - 2 * step * b2_**step / bias_correction2
+      rho_inf = 2 / one_minus_b2 - 1
+      rho_t = _radam_rho(step, one_minus_b2, log_b2)
       normalize = rho_t > 4
       rect = jnp.sqrt(
           jnp.maximum(
@@ -308,21 +378,22 @@ def _schedule_free_elementwise(
       # The reference's (k + 1) / warmup_steps, capped at 1 after warmup.
       lr = lr * jnp.minimum(step / jnp.asarray(warmup_steps, dtype), 1)
     lr, b1_, c, scalars = _averaging_step(state, lr, b1, r, weight_lr_power)
-    y_step = lr * (b1_ * (1 - c) - 1)
-    if adaptive:
-      eps_ = jnp.asarray(eps, dtype)
+    # The reference's y + c (z - y) + lr (b1 (1 - c) - 1) d, rewritten on
+    # z_new = z - lr d: then nothing reads the old z after z_new is written,
+    # and XLA updates y and z in place without copying either.
+    y_step = lr * (b1_ - 1) * (1 - c)
 
     def leaf_update(g, y, z, nu, decay):
       d = g
       if adaptive:
-        nu = (b2_ * nu + (1 - b2_) * g * g).astype(nu.dtype)
+        nu = (b2_ * nu + one_minus_b2 * g * g).astype(nu.dtype)
         normalized = g / (jnp.sqrt(nu / bias_correction2) + eps_)
         d = normalized if normalize is None else jnp.where(
             normalize, normalized, g)
       if decay is not None:
         d = d + jnp.asarray(decay, dtype) * y
-      update = c * (z - y) + y_step * d
       new_z = z - lr * d
+      update = c * (new_z - y) + y_step * d
       return update.astype(y.dtype), new_z.astype(z.dtype), nu
 
     z_leaves, treedef = jax.tree.flatten(state.z)
@@ -370,13 +441,14 @@ def schedule_free_sgd(
     \gamma_{\max} &= \max_{i \le k} \gamma_i, \quad
     w_{k+1} = (k+1)^r \gamma_{\max}^{p}, \quad
     c_{k+1} = w_{k+1} / \textstyle\sum_{i \le k+1} w_i, \\
-    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
-               + \gamma_k (\beta_1 (1 - c_{k+1}) - 1) d_k, \\
-    z_{k+1} &= z_k - \gamma_k d_k.
+    z_{k+1} &= z_k - \gamma_k d_k, \\
+    y_{k+1} &= y_k + c_{k+1} (z_{k+1} - y_k)
+               - \gamma_k (1 - \beta_1)(1 - c_{k+1}) d_k
 
-  The update returned is :math:`y_{k+1} - y_k`, so ``optax.apply_updates``
-  yields :math:`y_{k+1}`. Evaluate the model at :func:`eval_params`. The state
-  holds one param-sized buffer (:math:`z`).
+  (the reference's lerp form, rewritten on :math:`z_{k+1}`; see the module
+  docstring). The update returned is :math:`y_{k+1} - y_k`, so
+  ``optax.apply_updates`` yields :math:`y_{k+1}`. Evaluate the model at
+  :func:`eval_params`. The state holds one param-sized buffer (:math:`z`).
 
   Args:
     learning_rate: a non-negative float or an optax schedule of the update
@@ -451,9 +523,9 @@ def schedule_free_adamw(
     \nu_{k+1} &= \beta_2 \nu_k + (1 - \beta_2) g_k^2, \\
     d_k &= \frac{g_k}{\sqrt{\nu_{k+1} / (1 - \beta_2^{k+1})} + \epsilon}
            + \lambda y_k, \\
-    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
-               + \gamma_k (\beta_1 (1 - c_{k+1}) - 1) d_k, \\
-    z_{k+1} &= z_k - \gamma_k d_k,
+    z_{k+1} &= z_k - \gamma_k d_k, \\
+    y_{k+1} &= y_k + c_{k+1} (z_{k+1} - y_k)
+               - \gamma_k (1 - \beta_1)(1 - c_{k+1}) d_k,
 
   with :math:`\gamma_k`, :math:`c_{k+1}` as in :func:`schedule_free_sgd`
   (one learning-rate evaluation per step, shared by both). The state holds two
@@ -611,7 +683,7 @@ def schedule_free(
     weight_decay_at_y: float = 0.0,
     state_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Makes any optax optimizer Schedule-Free, as ``ScheduleFreeWrapperReference``.
+  r"""Makes an optax optimizer Schedule-Free (``ScheduleFreeWrapperReference``).
 
   The base optimizer computes the z-step: it sees :math:`z` as its params (so
   a base with weight decay, e.g. ``optax.adamw``, decays :math:`z`) and its
@@ -624,8 +696,8 @@ def schedule_free(
     \tilde z_k &= z_k - \gamma_k \lambda_y y_k, \quad
     z_{k+1} = \tilde z_k + u_k, \quad
     u_k = \text{base}(g_k, \text{params}=\tilde z_k), \\
-    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
-               + (1 - \beta_1 (1 - c_{k+1})) (z_{k+1} - z_k),
+    y_{k+1} &= y_k + c_{k+1} (z_{k+1} - y_k)
+               + (1 - \beta_1)(1 - c_{k+1}) (z_{k+1} - z_k),
 
   with :math:`c_{k+1}` as in :func:`schedule_free_sgd`, computed from
   ``learning_rate`` (pass the same value or schedule the base uses).
@@ -675,8 +747,7 @@ def schedule_free(
 
   def init_fn(params):
     z = _copy_tree(params, state_dtype)
-    state = _init_state(params, b1, state_dtype, base_optimizer.init(z))
-    return state._replace(z=z)
+    return _init_state(params, b1, z, base_optimizer.init(z))
 
   def update_fn(grads, state, params=None, **extra_args):
     _check_trees("schedule_free", grads, state, params)
@@ -684,6 +755,7 @@ def schedule_free(
     lr, b1_, c, scalars = _averaging_step(
         state, _learning_rate_at(learning_rate, k), b1, r, weight_lr_power
     )
+    decay = None
     if _is_static_zero(weight_decay_at_y):
       base_params = state.z
     else:
@@ -694,20 +766,21 @@ def schedule_free(
     base_updates, base_state = base_optimizer.update(
         grads, state.base_state, base_params, **extra_args
     )
-    z_step = 1 - b1_ * (1 - c)
+    # y + c (z - y) + (1 - b1 (1 - c)) (z_new - z), rewritten on z_new as in
+    # the elementwise optimizers, with z_new - z = u - decay y.
+    z_step_weight = (1 - b1_) * (1 - c)
 
-    def leaf_update(y, z, base_z, u):
-      new_z = (base_z + u).astype(z.dtype)
-      update = c * (z - y) + z_step * (new_z - z)
+    def leaf_update(y, base_z, u):
+      new_z = (base_z + u).astype(base_z.dtype)
+      z_step = u if decay is None else u - decay * y
+      update = c * (new_z - y) + z_step_weight * z_step
       return update.astype(y.dtype), new_z
 
-    z_leaves, treedef = jax.tree.flatten(state.z)
     updates, z = _map_leaves(
         leaf_update,
-        treedef,
+        jax.tree.structure(state.z),
         2,
         jax.tree.leaves(params),
-        z_leaves,
         jax.tree.leaves(base_params),
         jax.tree.leaves(base_updates),
     )
@@ -723,7 +796,9 @@ def _find_schedule_free_states(tree: Any) -> list[ScheduleFreeState]:
   ]
 
 
-def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+def eval_params(
+    opt_state: optax.OptState, params: optax.Params
+) -> optax.Params:
   r"""The point to evaluate the model at: the average :math:`x`.
 
   From :math:`y = (1 - \beta_1) z + \beta_1 x`:
@@ -758,7 +833,8 @@ def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params
     >>> for grad in (jnp.array([1.0, -1.0]), jnp.array([1.0, 1.0])):
     ...   updates, state = opt.update(grad, state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> print(jnp.round(params, 4), jnp.round(optfree.eval_params(state, params), 4))
+    >>> x = optfree.eval_params(state, params)
+    >>> print(jnp.round(params, 4), jnp.round(x, 4))
     [0.225 2.225] [0.25 2.25]
   """
   states = _find_schedule_free_states(opt_state)

@@ -63,6 +63,9 @@ def step_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `StepLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.StepLR.html>`_
+
   Example:
     >>> from optfree.schedules import step_schedule
     >>> schedule = step_schedule(1.0, step_size=2, gamma=0.5)
@@ -96,6 +99,9 @@ def multistep_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `MultiStepLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.MultiStepLR.html>`_
 
   Example:
     >>> from optfree.schedules import multistep_schedule
@@ -131,6 +137,9 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `ExponentialLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.ExponentialLR.html>`_
+
   Example:
     >>> from optfree.schedules import exponential_schedule
     >>> schedule = exponential_schedule(1.0, gamma=0.5)
@@ -162,6 +171,9 @@ def constant_factor_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `ConstantLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.ConstantLR.html>`_
 
   Example:
     >>> from optfree.schedules import constant_factor_schedule
@@ -204,6 +216,9 @@ def linear_factor_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `LinearLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.LinearLR.html>`_
+
   Example:
     >>> from optfree.schedules import linear_factor_schedule
     >>> schedule = linear_factor_schedule(1.0, start_factor=0.25, total_steps=3)
@@ -228,8 +243,10 @@ def polynomial_decay_schedule(
   .. math::
     \eta_t = \eta_0 \left(1 - \frac{\min(t, T)}{T}\right)^{p}
 
-  Built on ``optax.polynomial_schedule`` (``end_value=0``), which computes
-  exactly this.
+  Not ``optax.polynomial_schedule`` (``end_value=0``), which returns NaN at
+  and after ``total_steps`` under ``jit`` for a fractional power: XLA turns its
+  ``1 - count / T`` into ``1 - count * (1 / T)``, a tiny negative number. Here
+  the remaining fraction is ``(T - min(t, T)) / T``, exactly 0 at the end.
 
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
@@ -238,6 +255,9 @@ def polynomial_decay_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `PolynomialLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.PolynomialLR.html>`_
 
   Example:
     >>> from optfree.schedules import polynomial_decay_schedule
@@ -248,8 +268,12 @@ def polynomial_decay_schedule(
   check_non_negative("init_value", init_value)
   check_int("total_steps", total_steps, 1)
   check_non_negative("power", power)
-  decay = optax.polynomial_schedule(init_value, 0.0, power, total_steps)
-  return lambda count: _as_float(decay(count))
+  def schedule(count):
+    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
+    fraction = _as_float(remaining) / total_steps
+    return _as_float(init_value * jnp.power(fraction, power))
+
+  return schedule
 
 
 def cosine_annealing_schedule(
@@ -273,6 +297,10 @@ def cosine_annealing_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `CosineAnnealingLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CosineAnnealingLR.html>`_
+    Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts <https://arxiv.org/abs/1608.03983>`_, 2017
 
   Example:
     >>> from optfree.schedules import cosine_annealing_schedule
@@ -319,6 +347,10 @@ def cosine_warm_restarts_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `CosineAnnealingWarmRestarts <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CosineAnnealingWarmRestarts.html>`_
+    Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts <https://arxiv.org/abs/1608.03983>`_, 2017
 
   Example:
     >>> from optfree.schedules import cosine_warm_restarts_schedule
@@ -414,6 +446,10 @@ def cyclic_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `CyclicLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CyclicLR.html>`_
+    Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_, 2017
+
   Example:
     >>> from optfree.schedules import cyclic_schedule
     >>> schedule = cyclic_schedule(0.0, 1.0, step_size_up=2, mode='triangular2')
@@ -455,6 +491,10 @@ def cyclic_momentum_schedule(
 
   Returns:
     A schedule ``count -> momentum``.
+
+  References:
+    PyTorch, `CyclicLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.CyclicLR.html>`_ (``cycle_momentum=True``)
+    Smith, `A disciplined approach to neural network hyper-parameters <https://arxiv.org/abs/1803.09820>`_, 2018
 
   Example:
     >>> from optfree.schedules import cyclic_momentum_schedule
@@ -499,10 +539,12 @@ def _onecycle(
   starts = (0.0,) + ends[:-1]
   # torch divides by each phase's length: a phase must have a positive one.
   if not all(end > start for start, end in zip(starts, ends)):
+    bound = "1 < pct_start * total_steps"
+    if three_phase:
+      bound += " < (total_steps + 1) / 2"
     raise ValueError(
-        "pct_start must leave every phase of the cycle at least one update"
-        f" (pct_start * total_steps > 1{', and < (total_steps + 1) / 2' if three_phase else ''}),"
-        f" got pct_start={pct_start!r} with total_steps={total_steps!r}"
+        f"pct_start must give every phase a positive length ({bound}), got"
+        f" pct_start={pct_start!r} with total_steps={total_steps!r}"
     )
 
   def anneal(start, end, pct):
@@ -564,6 +606,10 @@ def onecycle_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `OneCycleLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.OneCycleLR.html>`_
+    Smith & Topin, `Super-Convergence <https://arxiv.org/abs/1708.07120>`_, 2019
 
   Example:
     OneCycle on the learning rate and, inversely, on Adam's ``b1`` (what torch
@@ -631,6 +677,10 @@ def onecycle_momentum_schedule(
 
   Returns:
     A schedule ``count -> momentum``.
+
+  References:
+    PyTorch, `OneCycleLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.OneCycleLR.html>`_ (``cycle_momentum=True``)
+    Smith, `A disciplined approach to neural network hyper-parameters <https://arxiv.org/abs/1803.09820>`_, 2018
 
   Example:
     >>> from optfree.schedules import onecycle_momentum_schedule
@@ -739,6 +789,10 @@ def warmup_stable_decay_schedule(
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    Hu et al., `MiniCPM <https://arxiv.org/abs/2404.06395>`_, 2024 (WSD)
+    Hägele et al., `Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations <https://arxiv.org/abs/2405.18392>`_, 2024 (the 1-sqrt cool-down)
+
   Example:
     >>> from optfree.schedules import warmup_stable_decay_schedule
     >>> schedule = warmup_stable_decay_schedule(
@@ -801,6 +855,9 @@ def per_epoch(schedule: Schedule, steps_per_epoch: int) -> Schedule:
   Returns:
     A schedule ``count -> value``.
 
+  References:
+    PyTorch, `How to adjust learning rate <https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate>`_
+
   Example:
     >>> from optfree.schedules import per_epoch, step_schedule
     >>> schedule = per_epoch(step_schedule(1.0, step_size=1, gamma=0.5), 3)
@@ -832,6 +889,9 @@ def sequential_schedule(
 
   Returns:
     A schedule ``count -> value``.
+
+  References:
+    PyTorch, `SequentialLR <https://pytorch.org/docs/stable/generated/torch.optim.lr_scheduler.SequentialLR.html>`_
 
   Example:
     >>> from optfree.schedules import (cosine_annealing_schedule,
