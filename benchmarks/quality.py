@@ -55,7 +55,7 @@ HORIZON_BASELINES = {"adamw_cosine": "sf_adamw", "sgd_cosine": "sf_sgd"}
 FULL = {
     "mnist1d": dict(steps=800, eval_every=40, model=dict(
         num_samples=10000, batch_size=128, features=32)),
-    "charlm": dict(steps=480, eval_every=40, model=dict(
+    "charlm": dict(steps=400, eval_every=40, model=dict(
         context=64, width=32, batch_size=16)),
 }
 QUICK = {
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--steps", type=int, default=None,
                       help="override the training steps T of every task")
   parser.add_argument("--eval-every", type=int, default=None)
+  parser.add_argument("--replot", action="store_true",
+                      help="only redraw the plots and tables from the JSON "
+                           "files already in --out-dir")
   parser.add_argument("--out-dir", default=None,
                       help="default benchmarks/results, or a temporary "
                            "folder with --quick")
@@ -340,6 +343,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
   progress = lambda message: print(
       f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
   reports = {}
+  if args.replot:
+    for name in tasks:
+      reports[name] = json.loads(
+          (out_dir / f"quality-{name}.json").read_text())
+      plot(reports[name], out_dir)
+      print(format_summary(reports[name]))
+    return reports
   for name in tasks:
     task_settings = dict(settings[name])
     if args.steps is not None:

@@ -45,9 +45,8 @@ class Dataset:
   description: str
 
 
-def mnist1d_data(num_samples: int = 10000, seed: int = 42,
-                 num_val: int = 1000) -> Dataset:
-  """MNIST-1D generated offline; the last ``num_val`` training rows validate.
+def mnist1d_data(num_samples: int = 10000, seed: int = 42) -> Dataset:
+  """MNIST-1D generated offline: 70% train, 10% validation, 20% test.
 
   ``mnist1d.data.make_dataset`` only generates (``get_dataset`` is the
   function that may download). It seeds NumPy's global generator, so the
@@ -65,6 +64,7 @@ def mnist1d_data(num_samples: int = 10000, seed: int = 42,
     np.random.set_state(saved)
   x = data["x"].astype(np.float32)[..., None]
   y = data["y"].astype(np.int32)
+  num_val = num_samples // 10
   x_test = data["x_test"].astype(np.float32)[..., None]
   y_test = data["y_test"].astype(np.int32)
   return Dataset(

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seed of initialization and batch order")
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--num-samples", type=int, default=10000,
-                      help="MNIST-1D samples to generate (80%% train)")
+                      help="MNIST-1D samples to generate (70%% train, 10%% "
+                           "validation, 20%% test)")
   parser.add_argument("--eval-every", type=int, default=100,
                       help="steps between evaluations on the test set")
   parser.add_argument("--no-progress", action="store_true",
@@ -140,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  f"{', '.join(_demo_models.OPTIMIZERS)}")
   if args.steps < 1:
     parser.error(f"--steps must be positive, got {args.steps}")
+  if args.num_samples < 100:
+    parser.error(f"--num-samples must be at least 100, got {args.num_samples}")
   if args.eval_every < 1:
     parser.error(f"--eval-every must be positive, got {args.eval_every}")
 
