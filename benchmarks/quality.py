@@ -273,15 +273,21 @@ def plot(report: dict[str, Any], out_dir: pathlib.Path) -> list[pathlib.Path]:
     for ax, (baseline, by_horizon) in zip(axes[0],
                                           report["horizon_runs"].items()):
       for h, r in sorted(by_horizon.items(), key=lambda kv: int(kv[0])):
-        ax.plot(r["curve"]["step"], r["curve"]["test_loss_mean"], "--",
-                label=f"{baseline} for {h} steps (lr {r['best_lr']:g})")
+        line, = ax.plot(r["curve"]["step"], r["curve"]["test_loss_mean"],
+                        "--",
+                        label=f"{baseline} for {h} steps (lr {r['best_lr']:g})")
+        ax.plot(int(h), r["final"]["test_loss_mean"], "o",
+                color=line.get_color())
       schedule_free = HORIZON_BASELINES[baseline]
       if schedule_free in report["optimizers"]:
         r = report["optimizers"][schedule_free]
         ax.plot(r["curve"]["step"], r["curve"]["test_loss_mean"], "k-",
                 label=f"{schedule_free}, one run (lr {r['best_lr']:g})")
+        stops = sorted(by_horizon, key=int)
+        ax.plot([int(h) for h in stops],
+                [r["at_horizon"][h]["test_loss_mean"] for h in stops], "ko")
       tops = [r["final"]["test_loss_mean"] for r in by_horizon.values()]
-      ax.set_ylim(top=max(tops) * 2)
+      ax.set_ylim(top=max(tops) * 1.25)
       ax.set_xlabel("step")
       ax.set_ylabel("test loss (mean over seeds)")
       ax.grid(alpha=0.3)
