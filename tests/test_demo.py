@@ -47,21 +47,20 @@ def test_state_size_counts_the_buffers(first_run):
       2.0, abs=0.01)
 
 
-def test_prints_a_table_row_per_optimizer(tmp_path, capsys):
-  demo.main(TINY + ["--optimizers", "sf_adamw", "--out",
-                    str(tmp_path / "again.png")])
-  lines = capsys.readouterr().out.splitlines()
-  header = next(i for i, line in enumerate(lines)
-                if line.startswith("optimizer"))
-  assert "test acc" in lines[header] and "state bytes" in lines[header]
-  assert lines[header + 2].split()[0] == "sf_adamw"
-
-
-def test_same_seed_gives_the_same_curves(first_run, tmp_path):
+def test_same_seed_gives_the_same_curves_and_a_table_row(
+    first_run, tmp_path, capsys):
   again = demo.main(TINY + ["--optimizers", "sf_adamw", "--out",
                             str(tmp_path / "again.png")])
   assert (again["results"]["sf_adamw"]["curve"]
           == first_run[1]["results"]["sf_adamw"]["curve"])
+  lines = capsys.readouterr().out.splitlines()
+  header = next(i for i, line in enumerate(lines)
+                if line.startswith("optimizer"))
+  assert "test acc" in lines[header] and "state bytes" in lines[header]
+  row = lines[header + 2].split()
+  assert row[0] == "sf_adamw"
+  assert float(row[2]) == pytest.approx(
+      again["results"]["sf_adamw"]["final_test_accuracy"], abs=1e-4)
 
 
 def test_unknown_optimizer_is_a_usage_error(tmp_path):
