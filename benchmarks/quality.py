@@ -287,8 +287,9 @@ def plot(report: dict[str, Any], out_dir: pathlib.Path) -> list[pathlib.Path]:
         stops = sorted(by_horizon, key=int)
         ax.plot([int(h) for h in stops],
                 [r["at_horizon"][h]["test_loss_mean"] for h in stops], "ko")
-      tops = [r["final"]["test_loss_mean"] for r in by_horizon.values()]
-      ax.set_ylim(top=max(tops) * 1.25)
+      stops = [row[key]["test_loss_mean"] for row in report["horizons"]
+               for key in (baseline, schedule_free) if key in row]
+      ax.set_ylim(top=max(stops) * 1.25)
       ax.set_xlabel("step")
       ax.set_ylabel("test loss (mean over seeds)")
       ax.grid(alpha=0.3)
