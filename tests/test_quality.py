@@ -19,17 +19,17 @@ OPTIMIZERS = ("adamw_cosine", "sf_adamw")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   out = tmp_path_factory.mktemp("quality")
-  reports = quality.main(["--quick", "--tasks", "charlm", "--steps",
+  reports = quality.main(["--quick", "--tasks", "mnist1d", "--steps",
                           str(STEPS), "--eval-every", "4", "--optimizers",
                           ",".join(OPTIMIZERS), "--out-dir", str(out)])
-  return out, reports["charlm"]
+  return out, reports["mnist1d"]
 
 
 def test_writes_json_and_both_plots(run):
   out, report = run
-  assert json.loads((out / "quality-charlm.json").read_text()) == json.loads(
+  assert json.loads((out / "quality-mnist1d.json").read_text()) == json.loads(
       json.dumps(report))
-  for name in ("quality-charlm.png", "quality-charlm-horizons.png"):
+  for name in ("quality-mnist1d.png", "quality-mnist1d-horizons.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -75,7 +75,7 @@ def test_summary_table_has_a_row_per_optimizer(run):
 
 
 def test_tune_picks_the_learning_rate_with_the_lowest_validation_loss():
-  task = quality.TASK_BUILDERS["charlm"](**quality.QUICK["charlm"]["model"])
+  task = quality.TASK_BUILDERS["mnist1d"](**quality.QUICK["mnist1d"]["model"])
   spec = quality._demo_models.OPTIMIZERS["adamw_cosine"]
   # A learning rate of 1e-9 cannot move the weights in 4 steps.
   result = quality.tune(task, spec, (1e-9, 1e-2), [0, 1], 4, 2)
