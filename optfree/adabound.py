@@ -142,7 +142,8 @@ def scale_by_adabound(
     )
 
   def update_fn(updates, state, params=None):
-    del params
+    _checks.check_trees_match(
+        "scale_by_adabound", state.mu, gradient=updates, params=params)
     count_inc = optax.safe_increment(state.count)
     # Scalars in the highest enabled float precision, as the reference's Python
     # floats; each leaf narrows them to its own compute dtype.
@@ -262,7 +263,7 @@ def adabound(
     [3.0, 3.0]
   """
   _checks.check_non_negative("weight_decay", weight_decay)
-  return optax.chain(
+  inner = optax.chain(
       optax.add_decayed_weights(weight_decay, mask),
       scale_by_adabound(
           learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
@@ -270,6 +271,16 @@ def adabound(
       ),
       optax.scale(-1.0),
   )
+
+  def update_fn(updates, state, params=None):
+    # The L2 term would broadcast a mismatched gradient against the params
+    # before scale_by_adabound could see it: check the raw inputs first.
+    _checks.check_trees_match(
+        "amsbound" if amsbound else "adabound", state[1].mu,
+        gradient=updates, params=params)
+    return inner.update(updates, state, params)
+
+  return optax.GradientTransformation(inner.init, update_fn)
 
 
 def amsbound(
