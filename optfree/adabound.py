@@ -25,12 +25,16 @@ class ScaleByAdaBoundState(NamedTuple):
 
   Attributes:
     count: number of updates already applied (int32, saturating).
+    base_lr: the learning rate of the first update, :math:`\alpha_0` (0-d,
+      float32 or, under x64, float64), fixed at ``init`` as torch's
+      ``base_lrs``; the bounds scale by :math:`\alpha_t / \alpha_0`.
     mu: first moment, in ``mu_dtype`` (default: the params' dtype).
     nu: second moment, in the params' dtype.
     nu_max: running maximum of ``nu`` for AMSBound, ``None`` for AdaBound.
   """
 
   count: chex.Array
+  base_lr: chex.Array
   mu: optax.Updates
   nu: optax.Updates
   nu_max: Optional[optax.Updates]
@@ -44,14 +48,6 @@ def _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps) -> None:
   # gamma = 0 would divide by zero in the upper bound.
   _checks.check_positive("gamma", gamma)
   _checks.check_non_negative("eps", eps)
-  if callable(learning_rate):
-    initial = learning_rate(0)
-    if not isinstance(initial, jax.core.Tracer) and not float(initial) > 0:
-      raise ValueError(
-          "learning_rate schedule must be positive at count 0, because the"
-          " bounds follow final_lr * learning_rate(t) / learning_rate(0); got"
-          f" learning_rate(0)={initial!r}"
-      )
 
 
 def scale_by_adabound(
@@ -68,7 +64,8 @@ def scale_by_adabound(
   r"""Scales updates by AdaBound's bounded, bias-corrected Adam step.
 
   With :math:`t` the 1-based step, :math:`\alpha_t` the learning rate of this
-  update and :math:`\alpha_0` the learning rate of the first update:
+  update and :math:`\alpha_0` the learning rate of the first update (stored
+  in the state at ``init`` as ``base_lr``):
 
   .. math::
 
@@ -76,7 +73,8 @@ def scale_by_adabound(
     v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2, \\
     \hat v_t &= v_t \text{ (AdaBound) or }
       \max(\hat v_{t-1}, v_t) \text{ (AMSBound)}, \\
-    \eta^\ast_t &= \alpha^\ast \alpha_t / \alpha_0, \qquad
+    \eta^\ast_t &= \alpha^\ast \alpha_t / \alpha_0
+      \ (\alpha^\ast \text{ if } \alpha_0 = 0), \qquad
     \eta_l(t) = \eta^\ast_t \left(1 - \tfrac{1}{\gamma t + 1}\right), \qquad
     \eta_u(t) = \eta^\ast_t \left(1 + \tfrac{1}{\gamma t}\right), \\
     u_t &= \operatorname{clip}\!\left(
@@ -87,19 +85,26 @@ def scale_by_adabound(
   positive step, learning rate included: subtract it from the params (chain
   ``optax.scale(-1.0)``, as :func:`adabound` does).
 
-  The bounds follow a learning-rate schedule through
-  :math:`\alpha_t / \alpha_0`, as the reference does under a torch scheduler.
-  With a constant ``learning_rate`` the ratio is 1, also when the value is
-  injected by ``optax.inject_hyperparams``: to make the bounds follow an
-  injected learning-rate schedule ``s``, inject ``final_lr`` as
-  ``lambda count: final_lr * s(count) / s(0)`` too. A constant
-  ``learning_rate=0`` does not freeze the params: the step is lifted to the
-  lower bound, which then depends on ``final_lr`` alone (the reference divides
-  0 by 0 there; this is its limit as the learning rate goes to 0).
+  The bounds follow the learning rate through :math:`\alpha_t / \alpha_0`, as
+  the reference does under a torch scheduler (its ``base_lrs``). This holds
+  both for a schedule passed as ``learning_rate`` and for one injected with
+  ``optax.inject_hyperparams`` (``init`` then receives the learning rate of
+  count 0 and stores it); ``final_lr`` stays a constant, as in the reference.
+  A learning rate changed by hand in an injected state moves the bounds too,
+  as changing ``param_group['lr']`` does in torch. For a schedule with warmup,
+  :math:`\alpha_0` is its first value, whereas torch's base is the rate the
+  optimizer was built with (usually the peak).
+
+  If :math:`\alpha_0 = 0` (a constant ``learning_rate=0``, or a schedule that
+  starts at 0) there is no base to scale by, so the bounds use ``final_lr`` as
+  given for the whole run (the reference raises ``ZeroDivisionError``; for a
+  constant rate this is the limit as it goes to 0). A constant
+  ``learning_rate=0`` therefore does not freeze the params: the step is lifted
+  to the lower bound, which depends on ``final_lr`` alone.
 
   Args:
     learning_rate: Adam's learning rate :math:`\alpha_t`, a float or an optax
-      schedule (then ``learning_rate(0)`` must be positive).
+      schedule.
     final_lr: the SGD learning rate :math:`\alpha^\ast` that both bounds
       converge to.
     b1: decay rate of the first moment, in [0, 1).
@@ -133,27 +138,38 @@ def scale_by_adabound(
   if mu_dtype is not None:
     mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
 
+  def current_lr(count, float_dtype):
+    value = learning_rate(count) if callable(learning_rate) else learning_rate
+    return jnp.asarray(value, float_dtype)
+
   def init_fn(params):
     mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params)
     nu = jax.tree.map(jnp.zeros_like, params)
     nu_max = jax.tree.map(jnp.zeros_like, params) if amsbound else None
+    count = jnp.zeros([], jnp.int32)
+    # Under inject_hyperparams, init sees the learning rate injected at count
+    # 0 and update the current one: storing it is what lets the bounds follow
+    # an injected schedule, as torch's base_lrs do under a scheduler.
+    base_lr = current_lr(count, jax.dtypes.canonicalize_dtype(jnp.float64))
     return ScaleByAdaBoundState(
-        count=jnp.zeros([], jnp.int32), mu=mu, nu=nu, nu_max=nu_max
+        count=count, base_lr=base_lr, mu=mu, nu=nu, nu_max=nu_max
     )
 
   def update_fn(updates, state, params=None):
-    del params
+    _checks.check_trees_match(
+        "scale_by_adabound", state.mu, gradient=updates, params=params)
     count_inc = optax.safe_increment(state.count)
     # Scalars in the highest enabled float precision, as the reference's Python
     # floats; each leaf narrows them to its own compute dtype.
     float_dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     t = count_inc.astype(float_dtype)
-    if callable(learning_rate):
-      lr = jnp.asarray(learning_rate(state.count), float_dtype)
-      final = final_lr * lr / jnp.asarray(learning_rate(0), float_dtype)
-    else:
-      lr = jnp.asarray(learning_rate, float_dtype)
-      final = jnp.asarray(final_lr, float_dtype)
+    lr = current_lr(state.count, float_dtype)
+    base_lr = state.base_lr.astype(float_dtype)
+    # Without a base (a learning rate starting at 0) there is nothing to scale
+    # by: the bounds keep final_lr as given (the reference divides by zero).
+    has_base = base_lr > 0
+    final = final_lr * jnp.where(
+        has_base, lr / jnp.where(has_base, base_lr, 1), 1)
     step_size = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
     lower = final * (1 - 1 / (gamma * t + 1))
     upper = final * (1 + 1 / (gamma * t))
@@ -190,7 +206,7 @@ def scale_by_adabound(
         lambda _, leaf: leaf[i], updates, out
     )
     new_state = ScaleByAdaBoundState(
-        count=count_inc, mu=pick(1), nu=pick(2),
+        count=count_inc, base_lr=state.base_lr, mu=pick(1), nu=pick(2),
         nu_max=pick(3) if amsbound else None,
     )
     return pick(0), new_state
@@ -226,8 +242,9 @@ def adabound(
   for the moments, the bounds and how they follow a learning-rate schedule).
 
   Args:
-    learning_rate: Adam's learning rate, a float or an optax schedule; the
-      bounds scale with ``learning_rate(t) / learning_rate(0)``.
+    learning_rate: Adam's learning rate, a float or an optax schedule
+      (passed directly or injected); the bounds scale with
+      ``learning_rate(t) / learning_rate(0)``.
     final_lr: the SGD learning rate both bounds converge to.
     b1: decay rate of the first moment, in [0, 1).
     b2: decay rate of the second moment, in [0, 1).
@@ -262,7 +279,7 @@ def adabound(
     [3.0, 3.0]
   """
   _checks.check_non_negative("weight_decay", weight_decay)
-  return optax.chain(
+  inner = optax.chain(
       optax.add_decayed_weights(weight_decay, mask),
       scale_by_adabound(
           learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
@@ -270,6 +287,16 @@ def adabound(
       ),
       optax.scale(-1.0),
   )
+
+  def update_fn(updates, state, params=None):
+    # The L2 term would broadcast a mismatched gradient against the params
+    # before scale_by_adabound could see it: check the raw inputs first.
+    _checks.check_trees_match(
+        "amsbound" if amsbound else "adabound", state[1].mu,
+        gradient=updates, params=params)
+    return inner.update(updates, state, params)
+
+  return optax.GradientTransformation(inner.init, update_fn)
 
 
 def amsbound(

@@ -63,6 +63,9 @@ def scale_by_lion(
   inner = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
 
   def update_fn(updates, state, params=None):
+    # optax's elementwise update would broadcast a mismatched leaf silently.
+    _checks.check_trees_match(
+        "scale_by_lion", state.mu, gradient=updates, params=params)
     signs, new_state = inner.update(updates, state, params)
     # optax promotes the momentum to the wider of its and the gradients'
     # dtypes; casting back keeps the state's pytree of dtypes fixed (scan,

@@ -154,14 +154,23 @@ def test_inject_hyperparams_under_jit_matches_reference(x64):
   assert_reproduces(tx, name, jnp.float64, rtol=1e-10, atol=1e-12)
 
 
-def test_injected_schedule_recipe_makes_bounds_follow_it(x64):
-  # Injected, the learning rate reaches adabound as a plain number; injecting
-  # final_lr scaled the same way reproduces the reference under a scheduler.
-  name = "adabound_exponential_lr"
-  kwargs = optimizer_kwargs(load_config(GOLDEN, name))
-  schedule, final_lr = kwargs["learning_rate"], kwargs["final_lr"]
-  kwargs["final_lr"] = lambda count: final_lr * schedule(count) / schedule(0)
-  tx = optax.inject_hyperparams(optfree.adabound)(**kwargs)
+@pytest.mark.parametrize("name", [
+    name for name in config_names(GOLDEN)
+    if load_config(GOLDEN, name)["schedule"] is not None])
+def test_injected_optax_schedule_moves_the_bounds_like_torch(x64, name):
+  # Injected, adabound only sees the current learning rate; the bounds follow
+  # it through the base rate that init stored (torch's base_lrs), with a
+  # constant final_lr as in the reference.
+  config = load_config(GOLDEN, name)
+  schedule = config["schedule"]
+  kwargs = optimizer_kwargs(config)
+  # float64 arrays: given Python floats, optax computes in float32.
+  kwargs["learning_rate"] = optax.exponential_decay(
+      jnp.float64(config["lr"]), schedule.get("step_size", 1),
+      jnp.float64(schedule["gamma"]), staircase=True)
+  factory = {"adabound": optfree.adabound,
+             "adaboundw": optfree.adaboundw}[config["variant"]]
+  tx = optax.inject_hyperparams(factory)(**kwargs)
   assert_reproduces(tx, name, jnp.float64, rtol=1e-10, atol=1e-12)
 
 
@@ -181,15 +190,17 @@ def test_injected_hyperparams_change_without_recompiling():
 
 @pytest.mark.parametrize("amsbound", [False, True])
 @pytest.mark.parametrize("factory", [optfree.adabound, optfree.adaboundw])
-def test_state_holds_moments_and_one_counter(factory, amsbound):
+def test_state_holds_moments_a_counter_and_the_base_lr(factory, amsbound):
   params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(5, jnp.bfloat16)}
   tx = factory(weight_decay=1e-4, amsbound=amsbound)
   state = tx.init(params)
   buffers = [s for s in jax.tree.leaves(state) if s.ndim > 0]
   scalars = [s for s in jax.tree.leaves(state) if s.ndim == 0]
   assert len(buffers) == len(jax.tree.leaves(params)) * (3 if amsbound else 2)
-  assert [(s.dtype, s.shape) for s in scalars] == [(jnp.int32, ())]
+  assert [(s.dtype, s.shape) for s in scalars] == [(jnp.int32, ()),
+                                                   (jnp.float32, ())]
   (inner,) = [s for s in state if isinstance(s, ScaleByAdaBoundState)]
+  assert inner.base_lr == jnp.float32(1e-3)
   for moments in (inner.mu, inner.nu) + ((inner.nu_max,) if amsbound else ()):
     assert jax.tree.map(lambda m: (m.shape, m.dtype), moments) == jax.tree.map(
         lambda p: (p.shape, p.dtype), params)
@@ -238,22 +249,51 @@ def test_float32_leaves_compute_in_float32_under_x64(x64):
   assert not wide
 
 
-def test_learning_rate_schedule_moves_the_bounds():
-  # Past the upper bound every element takes the clipped step
-  # final_lr * lr_t / lr_0 * (1 + 1 / (gamma t)) * m_t; halving lr_t halves it.
+def second_update_of_tiny_gradients(schedule, inject):
+  """The second update of scale_by_adabound(schedule, final_lr=0.1, gamma=1),
+  b1 = b2 = 0, on gradients small enough to take the upper bound:
+  final_lr_2 (1 + 1/2) g with final_lr_2 = 0.1 lr_1 / lr_0."""
   grads = jnp.array([1e-6, -1e-6])
-  results = []
-  for rate in (0.5, 0.25):
-    schedule = lambda count, rate=rate: jnp.where(count == 0, 1.0, rate)
-    tx = optfree.scale_by_adabound(schedule, final_lr=0.1, gamma=1.0,
-                                   b1=0.0, b2=0.0)
-    state = tx.init(grads)
-    _, state = tx.update(grads, state)
-    updates, _ = tx.update(grads, state)
-    results.append(updates)
-  expected = 0.1 * 0.5 * (1 + 1 / 2.0) * grads
-  np.testing.assert_allclose(results[0], expected, rtol=1e-6)
-  np.testing.assert_allclose(results[1], expected / 2, rtol=1e-6)
+  factory = optfree.scale_by_adabound
+  if inject:
+    factory = optax.inject_hyperparams(factory)
+  tx = factory(schedule, final_lr=0.1, gamma=1.0, b1=0.0, b2=0.0)
+  update = jax.jit(tx.update)
+  _, state = update(grads, tx.init(grads))
+  return update(grads, state)[0] / grads
+
+
+@pytest.mark.parametrize("inject", [False, True], ids=["direct", "injected"])
+@pytest.mark.parametrize("rate", [0.5, 0.25])
+def test_learning_rate_schedule_moves_the_bounds(rate, inject):
+  schedule = lambda count: jnp.where(count == 0, 1.0, rate)  # noqa: E731
+  np.testing.assert_allclose(
+      second_update_of_tiny_gradients(schedule, inject),
+      0.1 * rate * (1 + 1 / 2.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("inject", [False, True], ids=["direct", "injected"])
+def test_schedule_starting_at_zero_keeps_final_lr(inject):
+  # No base rate to scale by: the bounds keep final_lr, whatever lr_1 is.
+  schedule = lambda count: jnp.where(count == 0, 0.0, 0.25)  # noqa: E731
+  np.testing.assert_allclose(
+      second_update_of_tiny_gradients(schedule, inject),
+      0.1 * (1 + 1 / 2.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("what", ["gradient", "params"])
+@pytest.mark.parametrize("factory", [optfree.scale_by_adabound,
+                                     optfree.adabound, optfree.amsbound,
+                                     optfree.adaboundw])
+def test_broadcastable_leaf_raises_under_jit(factory, what):
+  # A (4,) leaf against a (3, 4) state would broadcast into corrupt moments.
+  params = {"w": jnp.ones((3, 4))}
+  tx = factory()
+  state = tx.init(params)
+  wrong = {"w": jnp.ones(4)}
+  grads, given = (wrong, params) if what == "gradient" else (params, wrong)
+  with pytest.raises(ValueError, match=rf"{what} leaf shapes \[\(4,\)\]"):
+    jax.jit(tx.update)(grads, state, given)
 
 
 BAD_ARGUMENTS = [
@@ -282,11 +322,6 @@ def test_bad_hyperparameter_raises_naming_it(factory, argument, value):
 def test_scale_by_adabound_validates(argument, value):
   with pytest.raises(ValueError, match=rf"{argument}.*{value!r}"):
     optfree.scale_by_adabound(**{argument: value})
-
-
-def test_schedule_starting_at_zero_raises():
-  with pytest.raises(ValueError, match="learning_rate"):
-    optfree.adabound(optax.linear_schedule(0.0, 1e-3, 10))
 
 
 def test_zero_learning_rate_takes_the_lower_bound():
