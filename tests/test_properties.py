@@ -129,7 +129,11 @@ def _init(name, hyperparameters, params):
       key: (jnp.asarray(value) if state.hyperparams[key].weak_type
             else jnp.asarray(value, state.hyperparams[key].dtype))
       for key, value in hyperparameters.items()}
-  return state._replace(hyperparams={**state.hyperparams, **values}), step
+  hyperparams = {**state.hyperparams, **values}
+  # Rebuilt from the drawn values: init keeps what it sees (AdaBound stores
+  # its base learning rate, torch's base_lrs).
+  inner_state = HYPERPARAMETERS[name][0](**hyperparams).init(params)
+  return state._replace(hyperparams=hyperparams, inner_state=inner_state), step
 
 
 def _signature(tree):
