@@ -1,11 +1,792 @@
-"""Placeholder until this module lands (work in progress this session)."""
+"""Schedule-Free SGD, AdamW, RAdam and a Schedule-Free wrapper for optax.
 
-def _unimplemented(*args, **kwargs):
-  raise NotImplementedError
+Schedule-Free learning (Defazio et al., 2024) replaces a decaying learning-rate
+schedule by interpolation and averaging over three sequences:
 
-eval_params = _unimplemented
-schedule_free = _unimplemented
-schedule_free_adamw = _unimplemented
-schedule_free_radam = _unimplemented
-schedule_free_sgd = _unimplemented
-ScheduleFreeState = _unimplemented
+.. math::
+
+  y_t = (1 - \\beta_1) z_t + \\beta_1 x_t, \\qquad
+  z_{t+1} = z_t - \\gamma_t d_t, \\qquad
+  x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1},
+
+where :math:`d_t` is the base direction computed from the gradient at
+:math:`y_t`, and :math:`c_{t+1} = w_{t+1} / \\sum_{i \\le t+1} w_i` with
+:math:`w_t = t^r \\gamma_{\\max,t}^{p}` (``r``, ``weight_lr_power`` = p).
+
+The params a user holds are :math:`y` (where gradients are taken); :math:`z`
+lives in the state; :math:`x`, the point to evaluate, is derived by
+:func:`eval_params`. Each update is written in the lerp form of the reference
+implementation (PyPI ``schedulefree`` 1.4.1), which never forms :math:`x`:
+
+.. math::
+
+  y_{t+1} = y_t + c_{t+1} (z_t - y_t)
+            + \\gamma_t (\\beta_1 (1 - c_{t+1}) - 1) d_t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optfree import _checks
+
+ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
+MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
+
+
+class ScheduleFreeState(NamedTuple):
+  """State of every Schedule-Free transformation.
+
+  Attributes:
+    count: number of updates applied (int32; saturates instead of wrapping).
+    lr_max: running maximum of the learning rate used by the z-step.
+    weight_sum: running sum of the averaging weights :math:`w_t`, kept as a
+      Kahan-compensated pair with ``weight_sum_compensation`` so that
+      :math:`c_t = w_t / \\sum w` stays right far past :math:`2^{24}` steps
+      in float32.
+    weight_sum_compensation: the rounding error not yet added to
+      ``weight_sum``.
+    b1: the :math:`\\beta_1` of the last update, read by :func:`eval_params`
+      (so it stays right when ``b1`` is injected or scheduled).
+    z: the base sequence, a pytree like the params (dtype ``state_dtype``).
+    base_state: state of the z-step: ``optax.EmptyState()`` for SGD,
+      ``optax.ScaleByRmsState`` (the second moment ``nu``) for AdamW and
+      RAdam, the wrapped optimizer's state for :func:`schedule_free`.
+
+  The scalars are 0-d arrays in float32 or wider (float64 when a param is
+  float64), never in the params' dtype.
+  """
+
+  count: jax.Array
+  lr_max: jax.Array
+  weight_sum: jax.Array
+  weight_sum_compensation: jax.Array
+  b1: jax.Array
+  z: optax.Params
+  base_state: optax.OptState
+
+
+def _scalar_dtype(params: optax.Params) -> jnp.dtype:
+  floating = [
+      jnp.asarray(leaf).dtype
+      for leaf in jax.tree.leaves(params)
+      if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)
+  ]
+  return jnp.result_type(jnp.float32, *floating)
+
+
+def _copy_tree(params: optax.Params, dtype: Any) -> optax.Params:
+  # A distinct copy, so that both params and state can be donated to jit.
+  return jax.tree.map(
+      lambda p: jnp.array(p, dtype=dtype or jnp.asarray(p).dtype, copy=True),
+      params,
+  )
+
+
+def _zeros_tree(params: optax.Params, dtype: Any) -> optax.Params:
+  return jax.tree.map(
+      lambda p: jnp.zeros(jnp.shape(p), dtype or jnp.asarray(p).dtype), params
+  )
+
+
+def _init_state(
+    params: optax.Params, b1: Any, state_dtype: Any, base_state: optax.OptState
+) -> ScheduleFreeState:
+  dtype = _scalar_dtype(params)
+  return ScheduleFreeState(
+      count=jnp.zeros([], jnp.int32),
+      lr_max=jnp.zeros([], dtype),
+      weight_sum=jnp.zeros([], dtype),
+      weight_sum_compensation=jnp.zeros([], dtype),
+      b1=jnp.asarray(b1, dtype),
+      z=_copy_tree(params, state_dtype),
+      base_state=base_state,
+  )
+
+
+def _check_trees(
+    name: str,
+    grads: optax.Updates,
+    state: ScheduleFreeState,
+    params: Optional[optax.Params],
+) -> None:
+  """Raises ValueError unless grads and params match the state's z."""
+  if params is None:
+    raise ValueError(
+        f"{name}: update() needs the current params (the y sequence): "
+        "call update(grads, state, params)."
+    )
+  z_structure = jax.tree.structure(state.z)
+  z_shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(state.z)]
+  for what, tree in (("gradient", grads), ("params", params)):
+    structure = jax.tree.structure(tree)
+    if structure != z_structure:
+      raise ValueError(
+          f"{name}: the {what} tree does not match the optimizer state "
+          f"(which was initialised from params with another structure).\n"
+          f"{what}: {structure}\nstate: {z_structure}"
+      )
+    shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(tree)]
+    if shapes != z_shapes:
+      raise ValueError(
+          f"{name}: the {what} leaf shapes {shapes} do not match the "
+          f"optimizer state's {z_shapes}."
+      )
+
+
+def _kahan_add(
+    total: jax.Array, compensation: jax.Array, value: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """Adds ``value`` to a Kahan-compensated running sum."""
+  corrected = value - compensation
+  new_total = total + corrected
+  return new_total, (new_total - total) - corrected
+
+
+def _averaging_step(
+    state: ScheduleFreeState,
+    lr: Any,
+    b1: Any,
+    r: Any,
+    weight_lr_power: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
+  """Advances the scalar state by one update.
+
+  Args:
+    state: the state before the update.
+    lr: this update's learning rate (warmup and rectification included).
+    b1: this update's interpolation coefficient.
+    r: power of the step count in the averaging weight.
+    weight_lr_power: power of ``lr_max`` in the averaging weight.
+
+  Returns:
+    ``(lr, b1, c, scalars)``: ``lr`` and ``b1`` as 0-d arrays of the state's
+    scalar dtype, the averaging coefficient ``c`` and the next scalar fields
+    of the state.
+  """
+  dtype = state.lr_max.dtype
+  lr = jnp.asarray(lr, dtype)
+  b1 = jnp.asarray(b1, dtype)
+  count = optax.safe_increment(state.count)
+  lr_max = jnp.maximum(state.lr_max, lr)
+  weight = count.astype(dtype) ** jnp.asarray(r, dtype) * lr_max ** jnp.asarray(
+      weight_lr_power, dtype
+  )
+  weight_sum, compensation = _kahan_add(
+      state.weight_sum, state.weight_sum_compensation, weight
+  )
+  # The reference sets c = 0 while every weight is 0 (zero learning rate).
+  positive = weight_sum > 0
+  c = jnp.where(positive, weight / jnp.where(positive, weight_sum, 1), 0)
+  scalars = dict(
+      count=count,
+      lr_max=lr_max,
+      weight_sum=weight_sum,
+      weight_sum_compensation=compensation,
+      b1=b1,
+  )
+  return lr, b1, c, scalars
+
+
+def _learning_rate_at(learning_rate: ScalarOrSchedule, count: jax.Array):
+  return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def _is_static_zero(value: Any) -> bool:
+  return isinstance(value, (int, float)) and value == 0
+
+
+def _decay_per_leaf(
+    weight_decay: Any, mask: MaskOrFn, params: optax.Params
+) -> list[Any]:
+  """The weight decay of each param leaf (None where there is none)."""
+  count = len(jax.tree.leaves(params))
+  if _is_static_zero(weight_decay):
+    return [None] * count
+  if mask is None:
+    return [weight_decay] * count
+  mask_tree = mask(params) if callable(mask) else mask
+  # A mask may be a prefix of the params tree, as in optax.masked.
+  flags = jax.tree.leaves(
+      jax.tree.map(lambda m, p: jax.tree.map(lambda _: m, p), mask_tree, params)
+  )
+  return [weight_decay if bool(flag) else None for flag in flags]
+
+
+def _map_leaves(
+    fn: Callable[..., tuple[Any, ...]],
+    treedef: Any,
+    num_outputs: int,
+    *leaf_lists: list[Any],
+) -> tuple[Any, ...]:
+  """Applies ``fn`` leafwise and returns one tree per output of ``fn``."""
+  outputs = [fn(*leaves) for leaves in zip(*leaf_lists)]
+  columns = list(zip(*outputs)) or [()] * num_outputs
+  return tuple(treedef.unflatten(list(column)) for column in columns)
+
+
+def _validate(**values: Any) -> None:
+  checks = dict(
+      learning_rate=_checks.check_non_negative,
+      b1=lambda n, v: _checks.check_interval(
+          n, v, 0.0, 1.0, low_closed=False, high_closed=False
+      ),
+      b2=lambda n, v: _checks.check_interval(n, v, 0.0, 1.0, high_closed=False),
+      eps=_checks.check_non_negative,
+      warmup_steps=_checks.check_int,
+      r=_checks.check_non_negative,
+      weight_lr_power=_checks.check_non_negative,
+      weight_decay=_checks.check_non_negative,
+      weight_decay_at_y=_checks.check_non_negative,
+  )
+  for name, value in values.items():
+    checks[name](name, value)
+
+
+def _schedule_free_elementwise(
+    name: str,
+    learning_rate: ScalarOrSchedule,
+    b1: Any,
+    b2: Optional[Any],
+    eps: Any,
+    warmup_steps: Any,
+    r: Any,
+    weight_lr_power: Any,
+    weight_decay: Any,
+    mask: MaskOrFn,
+    state_dtype: Any,
+    rectify: bool,
+    silent_sgd_phase: Any,
+) -> optax.GradientTransformation:
+  """Schedule-Free over SGD (``b2=None``), Adam or rectified Adam.
+
+  The whole step is one elementwise function per leaf that reads g, y, z (and
+  nu) once and writes the update, z (and nu) once; every scalar is computed
+  once per step outside it.
+  """
+  adaptive = b2 is not None
+
+  def init_fn(params):
+    base_state = (
+        optax.ScaleByRmsState(nu=_zeros_tree(params, state_dtype))
+        if adaptive
+        else optax.EmptyState()
+    )
+    return _init_state(params, b1, state_dtype, base_state)
+
+  def update_fn(grads, state, params=None):
+    _check_trees(name, grads, state, params)
+    k = state.count
+    dtype = state.lr_max.dtype
+    step = optax.safe_increment(k).astype(dtype)
+    lr = jnp.asarray(_learning_rate_at(learning_rate, k), dtype)
+    normalize = None
+    if adaptive:
+      b2_ = jnp.asarray(b2, dtype)
+      bias_correction2 = 1 - b2_**step
+    if rectify:
+      # RAdam: SGD steps (or none, silently) until the variance of the
+      # adaptive step is tractable (rho_t > 4), then rectified Adam steps.
+      rho_inf = 2 / (1 - b2_) - 1
+      rho_t = rho_inf - 2 * step * b2_**step / bias_correction2
+      normalize = rho_t > 4
+      rect = jnp.sqrt(
+          jnp.maximum(
+              (rho_t - 4) * (rho_t - 2) * rho_inf
+              / ((rho_inf - 4) * (rho_inf - 2) * rho_t),
+              0,
+          )
+      )
+      sgd_factor = jnp.where(silent_sgd_phase, 0.0, 1.0).astype(dtype)
+      lr = lr * jnp.where(normalize, rect, sgd_factor)
+    elif not _is_static_zero(warmup_steps):
+      # The reference's (k + 1) / warmup_steps, capped at 1 after warmup.
+      lr = lr * jnp.minimum(step / jnp.asarray(warmup_steps, dtype), 1)
+    lr, b1_, c, scalars = _averaging_step(state, lr, b1, r, weight_lr_power)
+    y_step = lr * (b1_ * (1 - c) - 1)
+    if adaptive:
+      eps_ = jnp.asarray(eps, dtype)
+
+    def leaf_update(g, y, z, nu, decay):
+      d = g
+      if adaptive:
+        nu = (b2_ * nu + (1 - b2_) * g * g).astype(nu.dtype)
+        normalized = g / (jnp.sqrt(nu / bias_correction2) + eps_)
+        d = normalized if normalize is None else jnp.where(
+            normalize, normalized, g)
+      if decay is not None:
+        d = d + jnp.asarray(decay, dtype) * y
+      update = c * (z - y) + y_step * d
+      new_z = z - lr * d
+      return update.astype(y.dtype), new_z.astype(z.dtype), nu
+
+    z_leaves, treedef = jax.tree.flatten(state.z)
+    nu_leaves = (
+        jax.tree.leaves(state.base_state.nu)
+        if adaptive
+        else [None] * len(z_leaves)
+    )
+    updates, z, nu = _map_leaves(
+        leaf_update,
+        treedef,
+        3,
+        jax.tree.leaves(grads),
+        jax.tree.leaves(params),
+        z_leaves,
+        nu_leaves,
+        _decay_per_leaf(weight_decay, mask, params),
+    )
+    base_state = optax.ScaleByRmsState(nu=nu) if adaptive else state.base_state
+    return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def schedule_free_sgd(
+    learning_rate: ScalarOrSchedule = 1.0,
+    *,
+    b1: float = 0.9,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    weight_decay: float = 0.0,
+    mask: MaskOrFn = None,
+    state_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Schedule-Free SGD, as ``schedulefree.SGDScheduleFree``.
+
+  With :math:`k` the number of updates already applied, :math:`\gamma_k` the
+  learning rate times the warmup factor :math:`\min((k+1)/W, 1)`, and
+  :math:`\lambda` the weight decay (applied at :math:`y`, where masked in):
+
+  .. math::
+
+    d_k &= g_k + \lambda y_k, \\
+    \gamma_{\max} &= \max_{i \le k} \gamma_i, \quad
+    w_{k+1} = (k+1)^r \gamma_{\max}^{p}, \quad
+    c_{k+1} = w_{k+1} / \textstyle\sum_{i \le k+1} w_i, \\
+    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
+               + \gamma_k (\beta_1 (1 - c_{k+1}) - 1) d_k, \\
+    z_{k+1} &= z_k - \gamma_k d_k.
+
+  The update returned is :math:`y_{k+1} - y_k`, so ``optax.apply_updates``
+  yields :math:`y_{k+1}`. Evaluate the model at :func:`eval_params`. The state
+  holds one param-sized buffer (:math:`z`).
+
+  Args:
+    learning_rate: a non-negative float or an optax schedule of the update
+      count (the averaging weight then uses its running maximum).
+    b1: interpolation between :math:`z` and :math:`x`, in (0, 1) (the
+      reference's ``momentum``).
+    warmup_steps: length of the linear warmup; 0 means none.
+    r: power of the step count in the averaging weight.
+    weight_lr_power: power of the maximal learning rate in the averaging
+      weight (0 weighs every step alike).
+    weight_decay: L2 penalty coefficient, applied at :math:`y`.
+    mask: a pytree of bools like the params (or a prefix of it), or a callable
+      returning one, selecting the leaves that get weight decay.
+    state_dtype: dtype of :math:`z`; ``None`` keeps each param's dtype.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`ScheduleFreeState`.
+
+  References:
+    Defazio et al., `The Road Less Scheduled
+    <https://arxiv.org/abs/2405.15682>`_, NeurIPS 2024.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optfree
+    >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
+    >>> params = jnp.zeros(2)
+    >>> opt = optfree.schedule_free_sgd(0.1, warmup_steps=5)
+    >>> state = opt.init(params)
+    >>> for _ in range(100):
+    ...   updates, state = opt.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(jnp.round(optfree.eval_params(state, params), 3))
+    [3. 3.]
+  """
+  _validate(
+      learning_rate=learning_rate,
+      b1=b1,
+      warmup_steps=warmup_steps,
+      r=r,
+      weight_lr_power=weight_lr_power,
+      weight_decay=weight_decay,
+  )
+  return _schedule_free_elementwise(
+      "schedule_free_sgd", learning_rate, b1, None, None, warmup_steps, r,
+      weight_lr_power, weight_decay, mask, state_dtype, rectify=False,
+      silent_sgd_phase=False,
+  )
+
+
+def schedule_free_adamw(
+    learning_rate: ScalarOrSchedule = 0.0025,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    weight_decay: float = 0.0,
+    mask: MaskOrFn = None,
+    state_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Schedule-Free AdamW, as ``schedulefree.AdamWScheduleFree``.
+
+  As :func:`schedule_free_sgd` with the z-step direction normalized by the
+  bias-corrected second moment (no first moment: the averaging plays its
+  role), the weight decay added after normalization, at :math:`y`:
+
+  .. math::
+
+    \nu_{k+1} &= \beta_2 \nu_k + (1 - \beta_2) g_k^2, \\
+    d_k &= \frac{g_k}{\sqrt{\nu_{k+1} / (1 - \beta_2^{k+1})} + \epsilon}
+           + \lambda y_k, \\
+    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
+               + \gamma_k (\beta_1 (1 - c_{k+1}) - 1) d_k, \\
+    z_{k+1} &= z_k - \gamma_k d_k,
+
+  with :math:`\gamma_k`, :math:`c_{k+1}` as in :func:`schedule_free_sgd`
+  (one learning-rate evaluation per step, shared by both). The state holds two
+  param-sized buffers (:math:`z`, :math:`\nu`).
+
+  Args:
+    learning_rate: a non-negative float or an optax schedule of the update
+      count (the averaging weight then uses its running maximum).
+    b1: interpolation between :math:`z` and :math:`x`, in (0, 1).
+    b2: decay of the second-moment average, in [0, 1).
+    eps: added to the denominator outside the square root.
+    warmup_steps: length of the linear warmup; 0 means none.
+    r: power of the step count in the averaging weight.
+    weight_lr_power: power of the maximal learning rate in the averaging
+      weight.
+    weight_decay: decoupled weight decay coefficient, applied at :math:`y`.
+    mask: a pytree of bools like the params (or a prefix of it), or a callable
+      returning one, selecting the leaves that get weight decay.
+    state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
+      param's dtype.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`ScheduleFreeState`.
+
+  References:
+    Defazio et al., `The Road Less Scheduled
+    <https://arxiv.org/abs/2405.15682>`_, NeurIPS 2024.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optfree
+    >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
+    >>> params = jnp.zeros(2)
+    >>> opt = optfree.schedule_free_adamw(0.5, warmup_steps=10)
+    >>> state = opt.init(params)
+    >>> for _ in range(200):
+    ...   updates, state = opt.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(jnp.round(optfree.eval_params(state, params), 2))
+    [3. 3.]
+  """
+  _validate(
+      learning_rate=learning_rate,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      warmup_steps=warmup_steps,
+      r=r,
+      weight_lr_power=weight_lr_power,
+      weight_decay=weight_decay,
+  )
+  return _schedule_free_elementwise(
+      "schedule_free_adamw", learning_rate, b1, b2, eps, warmup_steps, r,
+      weight_lr_power, weight_decay, mask, state_dtype, rectify=False,
+      silent_sgd_phase=False,
+  )
+
+
+def schedule_free_radam(
+    learning_rate: ScalarOrSchedule = 0.0025,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    weight_decay: float = 0.0,
+    silent_sgd_phase: bool = True,
+    mask: MaskOrFn = None,
+    state_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Schedule-Free RAdam, as ``schedulefree.RAdamScheduleFree``.
+
+  As :func:`schedule_free_adamw` without warmup: the rectification of RAdam
+  scales the learning rate instead. With :math:`t = k + 1`,
+  :math:`\rho_\infty = 2 / (1 - \beta_2) - 1` and
+  :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1 - \beta_2^t)`:
+
+  .. math::
+
+    \gamma_k = \begin{cases}
+      \gamma \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+                        {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}}
+        & \rho_t > 4 \text{ (Adam-normalized } d_k\text{)} \\
+      0 \text{ if silent\_sgd\_phase else } \gamma
+        & \rho_t \le 4 \text{ (} d_k = g_k + \lambda y_k \text{)}
+    \end{cases}
+
+  During a silent SGD phase only :math:`\nu` moves; :math:`y`, :math:`z` and
+  the averaging weights stay put.
+
+  Args:
+    learning_rate: a non-negative float or an optax schedule of the update
+      count (the averaging weight then uses its running maximum).
+    b1: interpolation between :math:`z` and :math:`x`, in (0, 1).
+    b2: decay of the second-moment average, in [0, 1).
+    eps: added to the denominator outside the square root.
+    r: power of the step count in the averaging weight.
+    weight_lr_power: power of the maximal learning rate in the averaging
+      weight.
+    weight_decay: decoupled weight decay coefficient, applied at :math:`y`.
+    silent_sgd_phase: whether to skip the SGD steps while
+      :math:`\rho_t \le 4` (the first 4 steps for :math:`\beta_2 = 0.999`).
+    mask: a pytree of bools like the params (or a prefix of it), or a callable
+      returning one, selecting the leaves that get weight decay.
+    state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
+      param's dtype.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`ScheduleFreeState`.
+
+  References:
+    Defazio et al., `The Road Less Scheduled
+    <https://arxiv.org/abs/2405.15682>`_, NeurIPS 2024.
+
+    Liu et al., `On the Variance of the Adaptive Learning Rate and Beyond
+    <https://arxiv.org/abs/1908.03265>`_, ICLR 2020.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optfree
+    >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
+    >>> params = jnp.zeros(2)
+    >>> opt = optfree.schedule_free_radam(0.5)
+    >>> state = opt.init(params)
+    >>> for _ in range(200):
+    ...   updates, state = opt.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(jnp.round(optfree.eval_params(state, params), 2))
+    [3. 3.]
+  """
+  _validate(
+      learning_rate=learning_rate,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      r=r,
+      weight_lr_power=weight_lr_power,
+      weight_decay=weight_decay,
+  )
+  return _schedule_free_elementwise(
+      "schedule_free_radam", learning_rate, b1, b2, eps, 0, r,
+      weight_lr_power, weight_decay, mask, state_dtype, rectify=True,
+      silent_sgd_phase=silent_sgd_phase,
+  )
+
+
+def schedule_free(
+    base_optimizer: optax.GradientTransformation,
+    learning_rate: ScalarOrSchedule,
+    *,
+    b1: float = 0.9,
+    weight_lr_power: float = 2.0,
+    r: float = 0.0,
+    weight_decay_at_y: float = 0.0,
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Makes any optax optimizer Schedule-Free, as ``ScheduleFreeWrapperReference``.
+
+  The base optimizer computes the z-step: it sees :math:`z` as its params (so
+  a base with weight decay, e.g. ``optax.adamw``, decays :math:`z`) and its
+  update :math:`u_k` is the step of :math:`z`. Turn off the base's own
+  momentum (``optax.sgd(lr)``, ``optax.adam(lr, b1=0.0)``): the averaging
+  replaces it. With :math:`\lambda_y` = ``weight_decay_at_y``:
+
+  .. math::
+
+    \tilde z_k &= z_k - \gamma_k \lambda_y y_k, \quad
+    z_{k+1} = \tilde z_k + u_k, \quad
+    u_k = \text{base}(g_k, \text{params}=\tilde z_k), \\
+    y_{k+1} &= y_k + c_{k+1} (z_k - y_k)
+               + (1 - \beta_1 (1 - c_{k+1})) (z_{k+1} - z_k),
+
+  with :math:`c_{k+1}` as in :func:`schedule_free_sgd`, computed from
+  ``learning_rate`` (pass the same value or schedule the base uses).
+
+  Args:
+    base_optimizer: an optax transformation whose output is the z-step
+      (learning rate included), without momentum.
+    learning_rate: the base's learning rate (float or schedule of the update
+      count), used for the averaging weight and ``weight_decay_at_y``.
+    b1: interpolation between :math:`z` and :math:`x`, in (0, 1).
+    weight_lr_power: power of the maximal learning rate in the averaging
+      weight.
+    r: power of the step count in the averaging weight.
+    weight_decay_at_y: weight decay computed at :math:`y`, applied to
+      :math:`z`.
+    state_dtype: dtype of :math:`z` (the base sees and initialises from it);
+      ``None`` keeps each param's dtype.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (extra arguments are passed to
+    the base) whose state is a :class:`ScheduleFreeState`.
+
+  References:
+    Defazio et al., `The Road Less Scheduled
+    <https://arxiv.org/abs/2405.15682>`_, NeurIPS 2024.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optfree
+    >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
+    >>> params = jnp.zeros(2)
+    >>> opt = optfree.schedule_free(optax.adam(0.5, b1=0.0), 0.5)
+    >>> state = opt.init(params)
+    >>> for _ in range(200):
+    ...   updates, state = opt.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(jnp.round(optfree.eval_params(state, params), 2))
+    [3. 3.]
+  """
+  _validate(
+      learning_rate=learning_rate,
+      b1=b1,
+      r=r,
+      weight_lr_power=weight_lr_power,
+      weight_decay_at_y=weight_decay_at_y,
+  )
+  base_optimizer = optax.with_extra_args_support(base_optimizer)
+
+  def init_fn(params):
+    z = _copy_tree(params, state_dtype)
+    state = _init_state(params, b1, state_dtype, base_optimizer.init(z))
+    return state._replace(z=z)
+
+  def update_fn(grads, state, params=None, **extra_args):
+    _check_trees("schedule_free", grads, state, params)
+    k = state.count
+    lr, b1_, c, scalars = _averaging_step(
+        state, _learning_rate_at(learning_rate, k), b1, r, weight_lr_power
+    )
+    if _is_static_zero(weight_decay_at_y):
+      base_params = state.z
+    else:
+      decay = lr * jnp.asarray(weight_decay_at_y, lr.dtype)
+      base_params = jax.tree.map(
+          lambda z, y: (z - decay * y).astype(z.dtype), state.z, params
+      )
+    base_updates, base_state = base_optimizer.update(
+        grads, state.base_state, base_params, **extra_args
+    )
+    z_step = 1 - b1_ * (1 - c)
+
+    def leaf_update(y, z, base_z, u):
+      new_z = (base_z + u).astype(z.dtype)
+      update = c * (z - y) + z_step * (new_z - z)
+      return update.astype(y.dtype), new_z
+
+    z_leaves, treedef = jax.tree.flatten(state.z)
+    updates, z = _map_leaves(
+        leaf_update,
+        treedef,
+        2,
+        jax.tree.leaves(params),
+        z_leaves,
+        jax.tree.leaves(base_params),
+        jax.tree.leaves(base_updates),
+    )
+    return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find_schedule_free_states(tree: Any) -> list[ScheduleFreeState]:
+  is_state = lambda node: isinstance(node, ScheduleFreeState)
+  return [
+      node for node in jax.tree.leaves(tree, is_leaf=is_state) if is_state(node)
+  ]
+
+
+def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+  r"""The point to evaluate the model at: the average :math:`x`.
+
+  From :math:`y = (1 - \beta_1) z + \beta_1 x`:
+
+  .. math::
+
+    x = (y - (1 - \beta_1) z) / \beta_1,
+
+  computed per leaf with the :math:`\beta_1` of the last update. The
+  :class:`ScheduleFreeState` is found anywhere in a nested optax state
+  (``optax.chain``, ``optax.named_chain``, ``optax.inject_hyperparams``,
+  ``optax.MultiSteps``, ``optax.masked``; leaves that a mask left out of the
+  Schedule-Free optimizer are returned as they are).
+
+  Args:
+    opt_state: the optimizer state, containing exactly one
+      :class:`ScheduleFreeState`.
+    params: the params the optimizer updates (the :math:`y` sequence).
+
+  Returns:
+    The :math:`x` sequence, a pytree like ``params`` with their dtypes.
+
+  Raises:
+    ValueError: when ``opt_state`` contains no :class:`ScheduleFreeState`,
+      more than one, or one whose :math:`z` does not match ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optfree
+    >>> opt = optax.chain(optax.clip(1.0), optfree.schedule_free_sgd(0.5))
+    >>> params = jnp.array([1.0, 2.0])
+    >>> state = opt.init(params)
+    >>> for grad in (jnp.array([1.0, -1.0]), jnp.array([1.0, 1.0])):
+    ...   updates, state = opt.update(grad, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(jnp.round(params, 4), jnp.round(optfree.eval_params(state, params), 4))
+    [0.225 2.225] [0.25 2.25]
+  """
+  states = _find_schedule_free_states(opt_state)
+  if not states:
+    raise ValueError(
+        "eval_params: opt_state contains no ScheduleFreeState; pass the state "
+        "of an optimizer built with optfree.schedule_free* (possibly nested in "
+        "chain, named_chain, inject_hyperparams, MultiSteps or masked)."
+    )
+  if len(states) > 1:
+    raise ValueError(
+        f"eval_params: opt_state contains {len(states)} ScheduleFreeStates; "
+        "it is ambiguous which one defines x. Call eval_params on the part of "
+        "the state (and the params) that one of them optimizes."
+    )
+  (state,) = states
+  b1 = state.b1
+
+  def x_leaf(y, z):
+    if isinstance(z, optax.MaskedNode):
+      return y
+    return ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype)
+
+  try:
+    return jax.tree.map(x_leaf, params, state.z)
+  except ValueError as error:
+    raise ValueError(
+        "eval_params: params do not match the ScheduleFreeState's z:\n"
+        f"params: {jax.tree.structure(params)}\n"
+        f"z: {jax.tree.structure(state.z)}"
+    ) from error
