@@ -300,7 +300,7 @@ def plot(records, path: str) -> None:
                   linestyle="-" if name == pair else "--", label=name)
       ax.set_xscale("log", base=2)
       ax.axhline(1.0, color="gray", linewidth=0.5)
-      ax.set_ylim(0, 1.2)
+      ax.set_ylim(0, 1.5)
       if row == 0:
         ax.set_title(pair, fontsize=9)
       if col == 0:
