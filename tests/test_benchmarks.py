@@ -1,0 +1,80 @@
+"""The step-time benchmark runs end to end on tiny sizes and writes sane output.
+
+No timing is asserted (the suite runs on shared machines); only the shape and
+consistency of what the script reports.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks",
+                     "step_time.py")
+
+
+@pytest.fixture(scope="module")
+def step_time():
+  spec = importlib.util.spec_from_file_location("step_time", _PATH)
+  module = importlib.util.module_from_spec(spec)
+  # dataclasses look their module up in sys.modules.
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(step_time, tmp_path_factory):
+  out = tmp_path_factory.mktemp("results")
+  assert step_time.main([
+      "--quick", "--sizes", "4k", "--leaves", "1", "3", "--reps", "2",
+      "--steps", "1", "--out", str(out), "--no-progress",
+  ]) == 0
+  stem = out / f"step_time-{step_time.device_name()}"
+  with open(f"{stem}.json") as f:
+    return step_time, json.load(f), stem
+
+
+def test_every_optimizer_is_timed_or_reported_skipped(quick_run):
+  step_time, result, _ = quick_run
+  timed = {r["optimizer"] for r in result["records"]}
+  for pair in step_time.PAIRS:
+    for opt in pair:
+      assert (opt.name in timed) != (opt.name in result["skipped"]), opt.name
+  # The optax counterparts always exist, so they are always timed.
+  assert {pair[1].name for pair in step_time.PAIRS} <= timed
+  assert "floor" in timed
+
+
+def test_every_configuration_has_a_floor_and_both_leaf_counts(quick_run):
+  _, result, _ = quick_run
+  configs = {(r["pair"], r["size"], r["leaves"], r["dtype"])
+             for r in result["records"]}
+  floors = {(r["pair"], r["size"], r["leaves"], r["dtype"])
+            for r in result["records"] if r["optimizer"] == "floor"}
+  assert configs == floors
+  assert {c[2] for c in configs} == {1, 3}
+  assert {c[1] for c in configs} == {4096}
+
+
+def test_records_are_consistent(quick_run):
+  _, result, _ = quick_run
+  for r in result["records"]:
+    assert r["step_ms"] > 0 and math.isfinite(r["step_ms"])
+    assert r["iqr_ms"][0] <= r["step_ms"] <= r["iqr_ms"][1]
+    assert r["efficiency"] > 0 and math.isfinite(r["efficiency"])
+    assert r["passes"] in (3, 5, 7, 9)
+    assert r["temp_bytes"] >= 0 and r["param_sized_copies"] >= 0
+    if r["optimizer"] == "floor":
+      assert r["efficiency"] == pytest.approx(1.0)
+      # The streaming update is done in place: no scratch, no copy.
+      assert r["temp_bytes"] == 0 and r["param_sized_copies"] == 0
+
+
+def test_writes_metadata_and_plot(quick_run):
+  _, result, stem = quick_run
+  assert result["meta"]["jax"] and result["meta"]["reps"] == 2
+  assert os.path.getsize(f"{stem}.png") > 1000
