@@ -175,22 +175,25 @@ def scale_by_adabound(
     upper = final * (1 + 1 / (gamma * t))
 
     def leaf_update(g, m, v, v_max):
-      m_new = b1 * m + (1 - b1) * g
-      v_new = b2 * v + (1 - b2) * g * g
-      v_hat = v_new if v_max is None else jnp.maximum(v_max, v_new)
-      # At least float32 (bfloat16 leaves), no wider than the leaf (float32
-      # leaves under x64 stay float32).
-      dtype = jnp.promote_types(jnp.result_type(m_new, v_hat), jnp.float32)
+      # Computed in float32 at least (bfloat16 leaves; float32 leaves under
+      # x64 stay float32), each output rounded once. The update reads the new
+      # moments as stored, so each old moment has one reader, its own
+      # in-place update, and a donated step needs no copy of it.
+      dtype = jnp.promote_types(jnp.result_type(g, m, v), jnp.float32)
+      up = lambda x: x.astype(dtype)  # noqa: E731
+      m_new = (b1 * up(m) + (1 - b1) * up(g)).astype(m.dtype)
+      v_new = (b2 * up(v) + (1 - b2) * up(g) * up(g)).astype(v.dtype)
+      v_hat = v_new if v_max is None else jnp.maximum(
+          up(v_max), up(v_new)).astype(v_max.dtype)
       leaf_step_size, leaf_lower, leaf_upper = (
-          x.astype(dtype) for x in (step_size, lower, upper))
+          up(x) for x in (step_size, lower, upper))
       step_leaf = jnp.clip(
-          leaf_step_size / (jnp.sqrt(v_hat.astype(dtype)) + eps),
-          leaf_lower, leaf_upper)
+          leaf_step_size / (jnp.sqrt(up(v_hat)) + eps), leaf_lower, leaf_upper)
       return (
-          (step_leaf * m_new).astype(g.dtype),
-          m_new.astype(m.dtype),
-          v_new.astype(v.dtype),
-          None if v_max is None else v_hat.astype(v_max.dtype),
+          (step_leaf * up(m_new)).astype(g.dtype),
+          m_new,
+          v_new,
+          None if v_max is None else v_hat,
       )
 
     if amsbound:

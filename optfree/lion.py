@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Union
 
 import chex
 import jax
+import jax.numpy as jnp
 import optax
 
 from optfree import _checks
@@ -61,19 +62,38 @@ def scale_by_lion(
   _checks.check_interval("b1", b1, 0.0, 1.0)
   _checks.check_interval("b2", b2, 0.0, 1.0, high_closed=False)
   inner = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
+  # c = b1 m + (1 - b1) g equals g + (b1 / b2) (m' - g) with m' the new
+  # momentum. Written on m', the old m has a single reader (its own in-place
+  # update), so a donated step on XLA:CPU needs no copy of m (about 3x faster
+  # there). Only for static b1 < 1, b2 > 0 (where the identity is exact up to
+  # rounding and sign(0) is not at stake) and momentum of float32 or wider.
+  static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
+  from_new_momentum = static and b1 < 1 and b2 > 0
+
+  def leaf_update(g, m):
+    # One rounding per output: bfloat16 leaves are computed in float32.
+    dtype = jnp.promote_types(jnp.result_type(g, m), jnp.float32)
+    g_, m_old = g.astype(dtype), m.astype(dtype)
+    m_new = (b2 * m_old + (1 - b2) * g_).astype(m.dtype)
+    if from_new_momentum and jnp.finfo(m.dtype).bits >= 32:
+      c = g_ + (b1 / b2) * (m_new.astype(dtype) - g_)
+    else:
+      c = b1 * m_old + (1 - b1) * g_
+    return jnp.sign(c).astype(g.dtype), m_new
 
   def update_fn(updates, state, params=None):
-    # optax's elementwise update would broadcast a mismatched leaf silently.
+    # An elementwise update would broadcast a mismatched leaf silently.
     _checks.check_trees_match(
         "scale_by_lion", state.mu, gradient=updates, params=params)
-    signs, new_state = inner.update(updates, state, params)
-    # optax promotes the momentum to the wider of its and the gradients'
-    # dtypes; casting back keeps the state's pytree of dtypes fixed (scan,
-    # donation and checkpoints rely on it).
-    mu = jax.tree.map(lambda new, old: new.astype(old.dtype),
-                      new_state.mu, state.mu)
-    signs = jax.tree.map(lambda s, g: s.astype(g.dtype), signs, updates)
-    return signs, new_state._replace(mu=mu)
+    leaves, treedef = jax.tree.flatten(updates)
+    outputs = [leaf_update(g, m)
+               for g, m in zip(leaves, jax.tree.leaves(state.mu))]
+    signs = treedef.unflatten([sign for sign, _ in outputs])
+    # The momentum keeps its dtype (scan, donation and checkpoints rely on
+    # it), where optax would promote it to the gradients' dtype.
+    mu = treedef.unflatten([momentum for _, momentum in outputs])
+    return signs, optax.ScaleByLionState(
+        count=optax.safe_increment(state.count), mu=mu)
 
   return optax.GradientTransformation(inner.init, update_fn)
 

@@ -301,6 +301,25 @@ def _radam_rho(
   return jnp.where(q < 0.4, rho, plain)
 
 
+def _unshared(dependency: jax.Array, *values: jax.Array) -> tuple:
+  """``values`` unchanged, made to depend elementwise on ``dependency``.
+
+  Adds an exact 0 computed from ``dependency``'s bits (the sign bit shifted
+  out twice), an elementwise op XLA does not fold. An expression of the
+  returned values then differs from the same expression of ``values``, so
+  common-subexpression elimination cannot merge the two, and XLA computes
+  each inside its own loop instead of storing the shared part in a
+  param-sized temporary.
+  """
+  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[
+      dependency.dtype.itemsize]
+  bits = jax.lax.bitcast_convert_type(dependency, int_type)
+  width = jnp.asarray(bits.dtype.itemsize * 8 - 1, bits.dtype)
+  zero = jax.lax.shift_right_logical(
+      jax.lax.shift_right_logical(bits, width), jnp.asarray(1, bits.dtype))
+  return tuple(value + zero.astype(value.dtype) for value in values)
+
+
 def _schedule_free_elementwise(
     name: str,
     learning_rate: ScalarOrSchedule,
@@ -369,18 +388,27 @@ def _schedule_free_elementwise(
     # and XLA updates y and z in place without copying either.
     y_step = lr * (b1_ - 1) * (1 - c)
 
-    def leaf_update(g, y, z, nu, decay):
+    def direction(g, y, nu, decay):
       d = g
       if adaptive:
-        nu = (b2_ * nu + one_minus_b2 * g * g).astype(nu.dtype)
         normalized = g / (jnp.sqrt(nu / bias_correction2) + eps_)
         d = normalized if normalize is None else jnp.where(
             normalize, normalized, g)
       if decay is not None:
         d = d + jnp.asarray(decay, dtype) * y
-      new_z = z - lr * d
-      update = c * (new_z - y) + y_step * d
-      return update.astype(y.dtype), new_z.astype(z.dtype), nu
+      return d
+
+    def leaf_update(g, y, z, nu, decay):
+      if adaptive:
+        nu = (b2_ * nu + one_minus_b2 * g * g).astype(nu.dtype)
+      new_z = (z - lr * direction(g, y, nu, decay)).astype(z.dtype)
+      if adaptive:
+        # XLA:CPU emits one loop per output: a direction shared by z_new and
+        # the update would be stored in a param-sized temporary. Recomputing
+        # it from inputs made distinct by _unshared keeps it in registers.
+        g, nu = _unshared(new_z, g, nu)
+      update = c * (new_z - y) + y_step * direction(g, y, nu, decay)
+      return update.astype(y.dtype), new_z, nu
 
     z_leaves, treedef = jax.tree.flatten(state.z)
     nu_leaves = (
