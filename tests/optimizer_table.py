@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import optax
 
 import optfree
@@ -69,3 +70,15 @@ OPTIMIZERS = (
 )
 
 OPTIMIZER_IDS = tuple(entry.name for entry in OPTIMIZERS)
+
+
+def small_params():
+  """A small nested params tree: a matrix, a vector and a scalar leaf."""
+  return {
+      "dense": {
+          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(
+              3, 4),
+          "bias": jnp.full((4,), 0.25, jnp.float32),
+      },
+      "scale": jnp.asarray(0.5, jnp.float32),
+  }

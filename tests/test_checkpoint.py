@@ -17,20 +17,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
+from tests.optimizer_table import small_params as _params
 
 STEPS = 8
 INTERRUPT_AT = 3  # inside the table's warmup (2 steps) is too early; past it
-
-
-def _params():
-  return {
-      "dense": {
-          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(
-              3, 4),
-          "bias": jnp.full((4,), 0.25, jnp.float32),
-      },
-      "scale": jnp.asarray(0.5, jnp.float32),
-  }
 
 
 def _gradient(step):

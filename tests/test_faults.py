@@ -22,6 +22,7 @@ import optax
 import pytest
 
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
+from tests.optimizer_table import small_params as _params
 
 CLEAN_STEPS = 5
 # Where, in the clean sequence, a poisoned gradient is inserted, and how.
@@ -30,17 +31,6 @@ POISON = {
     3: ("bias", jnp.inf),
     4: ("scale", -jnp.inf),
 }
-
-
-def _params():
-  return {
-      "dense": {
-          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(
-              3, 4),
-          "bias": jnp.full((4,), 0.25, jnp.float32),
-      },
-      "scale": jnp.asarray(0.5, jnp.float32),
-  }
 
 
 def _gradient(step):
