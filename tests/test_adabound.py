@@ -281,21 +281,6 @@ def test_schedule_starting_at_zero_keeps_final_lr(inject):
       0.1 * (1 + 1 / 2.0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("what", ["gradient", "params"])
-@pytest.mark.parametrize("factory", [optfree.scale_by_adabound,
-                                     optfree.adabound, optfree.amsbound,
-                                     optfree.adaboundw])
-def test_broadcastable_leaf_raises_under_jit(factory, what):
-  # A (4,) leaf against a (3, 4) state would broadcast into corrupt moments.
-  params = {"w": jnp.ones((3, 4))}
-  tx = factory()
-  state = tx.init(params)
-  wrong = {"w": jnp.ones(4)}
-  grads, given = (wrong, params) if what == "gradient" else (params, wrong)
-  with pytest.raises(ValueError, match=rf"{what} leaf shapes \[\(4,\)\]"):
-    jax.jit(tx.update)(grads, state, given)
-
-
 BAD_ARGUMENTS = [
     ("learning_rate", -1e-3),
     ("final_lr", -0.1),

@@ -21,6 +21,8 @@ import numpy as np
 import optax
 import pytest
 
+import optfree
+
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
 from tests.optimizer_table import small_params as _params
 
@@ -239,3 +241,19 @@ def test_params_tree_not_matching_state_raises(entry, mismatch, jit):
   with pytest.raises(MISMATCH_ERRORS, match=ERROR_WORDS):
     jax.block_until_ready(
         update(_gradient(0), state, MISMATCHES[mismatch](params)))
+
+
+@pytest.mark.parametrize("what", ["gradient", "params"])
+@pytest.mark.parametrize(
+    "factory", [optfree.scale_by_adabound, optfree.scale_by_lion],
+    ids=lambda f: f.__name__)
+def test_scale_by_transformations_reject_broadcastable_leaves(factory, what):
+  # The table covers the aliases; the bare transformations check too (optax's
+  # scale_by_lion alone would broadcast a (4,) leaf into a (3, 4) momentum).
+  params = {"w": jnp.ones((3, 4))}
+  tx = factory()
+  state = tx.init(params)
+  wrong = {"w": jnp.ones(4)}
+  grads, given = (wrong, params) if what == "gradient" else (params, wrong)
+  with pytest.raises(ValueError, match=rf"{what} leaf shapes \[\(4,\)\]"):
+    jax.jit(tx.update)(grads, state, given)
