@@ -406,8 +406,10 @@ def _schedule_free_elementwise(
         # XLA:CPU emits one loop per output: a direction shared by z_new and
         # the update would be stored in a param-sized temporary. Recomputing
         # it from inputs made distinct by _unshared keeps it in registers.
-        g, nu = _unshared(new_z, g, nu)
-      update = c * (new_z - y) + y_step * direction(g, y, nu, decay)
+        g_, nu_ = _unshared(new_z, g, nu)
+      else:
+        g_, nu_ = g, nu
+      update = c * (new_z - y) + y_step * direction(g_, y, nu_, decay)
       return update.astype(y.dtype), new_z, nu
 
     z_leaves, treedef = jax.tree.flatten(state.z)
