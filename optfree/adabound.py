@@ -217,6 +217,27 @@ def scale_by_adabound(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _add_decayed_weights_widened(
+    weight_decay: optax.ScalarOrSchedule, mask: MaskOrFn
+) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights`` computed in float32 or wider, unrounded.
+
+  With bfloat16 leaves, a rounded ``g + weight_decay * p`` is read by the
+  loops of both moments, and XLA:CPU stores it in a param-sized temporary;
+  kept in float32 it is recomputed inside each loop (scale_by_adabound
+  computes in float32 anyway). The state is optax's.
+  """
+  inner = optax.add_decayed_weights(weight_decay, mask)
+  widen = lambda tree: jax.tree.map(  # noqa: E731
+      lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree)
+
+  def update_fn(updates, state, params=None):
+    return inner.update(
+        widen(updates), state, None if params is None else widen(params))
+
+  return optax.GradientTransformation(inner.init, update_fn)
+
+
 def adabound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: chex.Numeric = 0.1,
@@ -283,7 +304,7 @@ def adabound(
   """
   _checks.check_non_negative("weight_decay", weight_decay)
   inner = optax.chain(
-      optax.add_decayed_weights(weight_decay, mask),
+      _add_decayed_weights_widened(weight_decay, mask),
       scale_by_adabound(
           learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
           amsbound=amsbound, mu_dtype=mu_dtype,
@@ -297,7 +318,9 @@ def adabound(
     _checks.check_trees_match(
         "amsbound" if amsbound else "adabound", state[1].mu,
         gradient=updates, params=params)
-    return inner.update(updates, state, params)
+    steps, state = inner.update(updates, state, params)
+    # Rounded once, from the float32 step to the gradients' dtype.
+    return jax.tree.map(lambda u, g: u.astype(g.dtype), steps, updates), state
 
   return optax.GradientTransformation(inner.init, update_fn)
 
