@@ -38,6 +38,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optfree import _checks
@@ -812,6 +813,15 @@ def _find_schedule_free_states(tree: Any) -> list[ScheduleFreeState]:
   ]
 
 
+def _is_flattened(z_leaves: list[Any], y_leaves: list[Any]) -> bool:
+  return (
+      len(z_leaves) == 1
+      and not isinstance(z_leaves[0], optax.MaskedNode)
+      and jnp.ndim(z_leaves[0]) == 1
+      and jnp.size(z_leaves[0]) == sum(jnp.size(y) for y in y_leaves)
+  )
+
+
 def eval_params(
     opt_state: optax.OptState, params: optax.Params
 ) -> optax.Params:
@@ -827,7 +837,8 @@ def eval_params(
   :class:`ScheduleFreeState` is found anywhere in a nested optax state
   (``optax.chain``, ``optax.named_chain``, ``optax.inject_hyperparams``,
   ``optax.MultiSteps``, ``optax.masked``; leaves that a mask left out of the
-  Schedule-Free optimizer are returned as they are).
+  Schedule-Free optimizer are returned as they are), also under
+  ``optax.flatten``, whose state keeps :math:`z` as one vector.
 
   Args:
     opt_state: the optimizer state, containing exactly one
@@ -885,6 +896,15 @@ def eval_params(
       isinstance(z, optax.MaskedNode) or jnp.shape(y) == jnp.shape(z)
       for y, z in zip(y_leaves, z_leaves)
   )
+  if not shapes_match and _is_flattened(z_leaves, y_leaves):
+    # optax.flatten's layout: z is every param leaf raveled and concatenated.
+    sizes = [jnp.size(y) for y in y_leaves]
+    x = x_leaf(jnp.concatenate([jnp.ravel(y) for y in y_leaves]), z_leaves[0])
+    pieces = jnp.split(x, np.cumsum(sizes)[:-1])
+    return treedef.unflatten([
+        piece.reshape(jnp.shape(y)).astype(jnp.asarray(y).dtype)
+        for piece, y in zip(pieces, y_leaves)
+    ])
   if not shapes_match:
     raise ValueError(
         "eval_params: params do not match the ScheduleFreeState's z:\n"

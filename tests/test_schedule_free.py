@@ -382,6 +382,8 @@ NESTINGS = {
                                      weight_decay=0.01),
     "multi_steps": lambda: optax.MultiSteps(_sf(), every_k_schedule=1),
     "masked": lambda: optax.masked(_sf(), {"a": True, "b": True}),
+    # z is one vector here: the params raveled and concatenated.
+    "flatten": lambda: optax.flatten(_sf()),
 }
 
 
