@@ -22,8 +22,11 @@ Usage::
   python benchmarks/step_time.py            # full sweep, writes results/
   python benchmarks/step_time.py --quick    # under a minute
   python benchmarks/step_time.py --sizes 1M 8M --leaves 64 --dtypes float32
+  python benchmarks/step_time.py --flatten --leaves 512 4096   # + optax.flatten
 
-Results go to ``benchmarks/results/step_time-<device>.json`` and ``.png``.
+Results go to ``benchmarks/results/step_time-<device>.json`` and ``.png``
+(``step_time-<device>-flatten.*`` with ``--flatten``, which also times each
+optfree optimizer under ``optax.flatten``).
 """
 
 from __future__ import annotations
@@ -80,9 +83,9 @@ PAIRS = (
      Optimizer("optax.contrib.schedule_free_adamw",
                lambda: optax.contrib.schedule_free_adamw(
                    1e-3, weight_decay=1e-4), 7)),
+    # optax.radam has no weight decay, so neither does SF-RAdam here.
     (Optimizer("schedule_free_radam",
-               _optfree("schedule_free_radam", learning_rate=1e-3,
-                        weight_decay=1e-4), 7),
+               _optfree("schedule_free_radam", learning_rate=1e-3), 7),
      Optimizer("optax.radam", lambda: optax.radam(1e-3), 7)),
     (Optimizer("lion", _optfree("lion", learning_rate=1e-4,
                                 weight_decay=1e-2), 5),
@@ -92,6 +95,12 @@ PAIRS = (
     (Optimizer("amsbound", _optfree("amsbound", learning_rate=1e-3), 9),
      Optimizer("optax.amsgrad", lambda: optax.amsgrad(1e-3), 9)),
 )
+
+
+def _flattened(opt: Optimizer) -> Optimizer:
+  """``opt`` under ``optax.flatten``: one vector instead of many leaves."""
+  return Optimizer(f"flatten({opt.name})",
+                   lambda: optax.flatten(opt.make()), opt.passes)
 
 
 def _floor_step(a, b):
@@ -262,9 +271,10 @@ def table(records) -> str:
     if r["optimizer"] == "floor" and r["pair"] != records[0]["pair"]:
       continue  # one floor line per configuration is enough
     ratio = ""
-    if r["optimizer"] == r["pair"]:
+    if r["optimizer"] in (r["pair"], f"flatten({r['pair']})"):
       counterpart = [k for k in by_key if k[1] == r["pair"]
-                     and k[0] not in ("floor", r["pair"])
+                     and k[0] not in ("floor", r["pair"],
+                                      f"flatten({r['pair']})")
                      and k[2:] == (r["size"], r["leaves"], r["dtype"])]
       if counterpart:
         ratio = f"{by_key[counterpart[0]]['step_ms'] / r['step_ms']:.2f}x"
@@ -297,7 +307,8 @@ def plot(records, path: str) -> None:
         if points:
           xs, ys = zip(*points)
           ax.plot(xs, ys, marker="o",
-                  linestyle="-" if name == pair else "--", label=name)
+                  linestyle="--" if name.startswith("optax") else "-",
+                  label=name)
       ax.set_xscale("log", base=2)
       ax.axhline(1.0, color="gray", linewidth=0.5)
       ax.set_ylim(0, 1.5)
@@ -326,6 +337,9 @@ def main(argv=None) -> int:
                       help="param dtypes (default float32 bfloat16)")
   parser.add_argument("--only", nargs="+",
                       help="time only the pairs whose optfree name is given")
+  parser.add_argument("--flatten", action="store_true",
+                      help="also time each optfree optimizer under "
+                           "optax.flatten (for many small leaves)")
   parser.add_argument("--reps", type=int, help="interleaved repetitions")
   parser.add_argument("--steps", type=int, default=3,
                       help="chained steps per repetition")
@@ -341,6 +355,8 @@ def main(argv=None) -> int:
                            else ["float32", "bfloat16"])
   reps = args.reps or (5 if args.quick else 9)
   pairs = [p for p in PAIRS if not args.only or p[0].name in args.only]
+  if args.flatten:
+    pairs = [(mine, _flattened(mine), *others) for mine, *others in pairs]
 
   records, skipped = run(sizes, leaf_counts, [jnp.dtype(d) for d in dtypes],
                          pairs, reps, args.steps,
@@ -350,7 +366,8 @@ def main(argv=None) -> int:
     print(f"skipped {name}: {reason}")
 
   os.makedirs(args.out, exist_ok=True)
-  stem = os.path.join(args.out, f"step_time-{device_name()}")
+  stem = os.path.join(args.out, f"step_time-{device_name()}"
+                      + ("-flatten" if args.flatten else ""))
   meta = dict(
       device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
       cpu_count=os.cpu_count(), platform=platform.platform(),

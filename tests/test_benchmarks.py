@@ -78,3 +78,15 @@ def test_writes_metadata_and_plot(quick_run):
   _, result, stem = quick_run
   assert result["meta"]["jax"] and result["meta"]["reps"] == 2
   assert os.path.getsize(f"{stem}.png") > 1000
+
+
+def test_flatten_times_each_optfree_optimizer_under_optax_flatten(
+    step_time, tmp_path):
+  assert step_time.main([
+      "--sizes", "4k", "--leaves", "3", "--dtypes", "float32", "--only",
+      "lion", "--flatten", "--reps", "1", "--steps", "1", "--out",
+      str(tmp_path), "--no-progress",
+  ]) == 0
+  with open(tmp_path / f"step_time-{step_time.device_name()}-flatten.json") as f:
+    timed = {r["optimizer"] for r in json.load(f)["records"]}
+  assert timed == {"floor", "lion", "flatten(lion)", "optax.lion"}
