@@ -13,9 +13,11 @@ floor moves 3 passes. A step is ``update`` + ``apply_updates`` in one jitted
 function with the params and the optimizer state donated; the time of a step is
 the median over interleaved repetitions of chained steps.
 
-The compiled step's memory (``memory_analysis()``) is reported too: its
-temporaries, in units of the params' bytes, should be 0 (a donated step needs
-no param-sized scratch buffer).
+The compiled step's memory (``memory_analysis()``) is reported too, in units
+of the params' bytes: its temporaries ("temps", should be 0: a donated step
+needs no param-sized scratch buffer) and its peak ("peak": arguments, outputs
+not written in place, temporaries; the algorithm needs params + grads + its
+state buffers).
 
 Usage::
 
@@ -260,13 +262,25 @@ def run(sizes, leaf_counts, dtypes, pairs, reps, steps, progress=True):
   return records, skipped
 
 
+def peak_in_params(record) -> float:
+  """Peak bytes of the compiled step, in units of the params' bytes.
+
+  Arguments (params, state, grads) plus outputs not written in place over a
+  donated argument plus temporaries: a step that needs nothing beyond its
+  algorithm's buffers has params + grads + state buffers, e.g. 4 for Adam.
+  """
+  param_bytes = record["size"] * jnp.dtype(record["dtype"]).itemsize
+  return (record["argument_bytes"] + record["output_bytes"]
+          - record["alias_bytes"] + record["temp_bytes"]) / param_bytes
+
+
 def table(records) -> str:
   """Efficiency and optfree/optax speed ratio per pair, as text."""
   by_key = {(r["optimizer"], r["pair"], r["size"], r["leaves"], r["dtype"]): r
             for r in records}
   lines = [f"{'optimizer':34s} {'size':>5s} {'leaves':>6s} {'dtype':>8s} "
            f"{'ms':>9s} {'GB/s':>6s} {'eff':>5s} {'vs optax':>8s} "
-           f"{'temps':>5s} {'copies':>6s}"]
+           f"{'temps':>5s} {'peak':>5s} {'copies':>6s}"]
   for r in records:
     if r["optimizer"] == "floor" and r["pair"] != records[0]["pair"]:
       continue  # one floor line per configuration is enough
@@ -282,7 +296,7 @@ def table(records) -> str:
         f"{r['optimizer']:34s} {_size_label(r['size']):>5s} {r['leaves']:6d} "
         f"{r['dtype']:>8s} {r['step_ms']:9.3f} {r['gbps']:6.1f} "
         f"{r['efficiency']:5.2f} {ratio:>8s} {r['temp_in_params']:5.2f} "
-        f"{r['param_sized_copies']:6d}")
+        f"{peak_in_params(r):5.2f} {r['param_sized_copies']:6d}")
   return "\n".join(lines)
 
 

@@ -90,3 +90,16 @@ def test_flatten_times_each_optfree_optimizer_under_optax_flatten(
   with open(tmp_path / f"step_time-{step_time.device_name()}-flatten.json") as f:
     timed = {r["optimizer"] for r in json.load(f)["records"]}
   assert timed == {"floor", "lion", "flatten(lion)", "optax.lion"}
+
+
+def test_optfree_steps_peak_at_params_grads_and_state(quick_run):
+  step_time, result, _ = quick_run
+  mine = {pair[0].name for pair in step_time.PAIRS}
+  for r in result["records"]:
+    peak = step_time.peak_in_params(r)
+    if r["optimizer"] == "floor":
+      assert peak == pytest.approx(2.0, abs=0.1)  # a, b; a updated in place
+    elif r["optimizer"] in mine:
+      # passes = 2 x state buffers + 3, the buffers = params + grads + state;
+      # the margin is the scalar state (at 4k params); a buffer would be 1.
+      assert peak == pytest.approx((r["passes"] + 1) / 2, abs=0.1), r
