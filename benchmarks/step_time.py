@@ -17,7 +17,8 @@ The compiled step's memory (``memory_analysis()``) is reported too, in units
 of the params' bytes: its temporaries ("temps", should be 0: a donated step
 needs no param-sized scratch buffer) and its peak ("peak": arguments, outputs
 not written in place, temporaries; the algorithm needs params + grads + its
-state buffers).
+state buffers). On a device with a known memory bandwidth (or ``--peak-gbps``)
+the GB/s achieved is also reported as a percentage of it ("%bw").
 
 Usage::
 
@@ -54,6 +55,27 @@ import optfree  # noqa: E402  (the checkout's optfree, not an installed one)
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FLOOR_PASSES = 3
+
+# Peak memory bandwidth in GB/s by JAX device_kind, from the vendors' data
+# sheets; GB/s achieved is reported against it (``--peak-gbps`` for others).
+PEAK_BANDWIDTH_GBPS = {
+    "NVIDIA H100 80GB HBM3": 3350,  # SXM
+    "NVIDIA H100 PCIe": 2000,
+    "NVIDIA H100 NVL": 3900,
+    "NVIDIA H200": 4800,
+    "NVIDIA A100-SXM4-80GB": 2039,
+    "NVIDIA A100-SXM4-40GB": 1555,
+    "NVIDIA A100-PCIE-40GB": 1555,
+    "NVIDIA A100 80GB PCIe": 1935,
+    "NVIDIA L4": 300,
+    "NVIDIA A10G": 600,
+    "Tesla T4": 320,
+    "Tesla V100-SXM2-16GB": 900,
+    "TPU v4": 1228,
+    "TPU v5 lite": 819,
+    "TPU v5p": 2765,
+    "TPU v6 lite": 1640,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +230,13 @@ def device_name() -> str:
   return re.sub(r"[^a-z0-9]+", "-", device.device_kind.lower()).strip("-")
 
 
-def run(sizes, leaf_counts, dtypes, pairs, reps, steps, progress=True):
-  """Times every pair of `pairs` with the floor; returns a list of records."""
+def run(sizes, leaf_counts, dtypes, pairs, reps, steps, progress=True,
+        peak_gbps=None):
+  """Times every pair of `pairs` with the floor; returns a list of records.
+
+  With ``peak_gbps`` (the device's memory bandwidth), each record also has
+  ``bandwidth_fraction``: its GB/s achieved over that peak.
+  """
   from tqdm import tqdm
   configs = [(s, n, d) for d in dtypes for n in leaf_counts for s in sizes]
   skipped = {}
@@ -253,6 +280,8 @@ def run(sizes, leaf_counts, dtypes, pairs, reps, steps, progress=True):
               iqr_ms=[q1 * 1e3, q3 * 1e3],
               passes=passes,
               gbps=passes * param_bytes / median / 1e9,
+              bandwidth_fraction=(passes * param_bytes / median / 1e9
+                                  / peak_gbps if peak_gbps else None),
               efficiency=passes / FLOOR_PASSES * floor_time / median,
               **case.memory,
           ))
@@ -274,13 +303,17 @@ def peak_in_params(record) -> float:
           - record["alias_bytes"] + record["temp_bytes"]) / param_bytes
 
 
+def _percent(fraction) -> str:
+  return "" if fraction is None else f"{100 * fraction:.0f}"
+
+
 def table(records) -> str:
   """Efficiency and optfree/optax speed ratio per pair, as text."""
   by_key = {(r["optimizer"], r["pair"], r["size"], r["leaves"], r["dtype"]): r
             for r in records}
   lines = [f"{'optimizer':34s} {'size':>5s} {'leaves':>6s} {'dtype':>8s} "
            f"{'ms':>9s} {'GB/s':>6s} {'eff':>5s} {'vs optax':>8s} "
-           f"{'temps':>5s} {'peak':>5s} {'copies':>6s}"]
+           f"{'temps':>5s} {'peak':>5s} {'copies':>6s} {'%bw':>4s}"]
   for r in records:
     if r["optimizer"] == "floor" and r["pair"] != records[0]["pair"]:
       continue  # one floor line per configuration is enough
@@ -296,7 +329,8 @@ def table(records) -> str:
         f"{r['optimizer']:34s} {_size_label(r['size']):>5s} {r['leaves']:6d} "
         f"{r['dtype']:>8s} {r['step_ms']:9.3f} {r['gbps']:6.1f} "
         f"{r['efficiency']:5.2f} {ratio:>8s} {r['temp_in_params']:5.2f} "
-        f"{peak_in_params(r):5.2f} {r['param_sized_copies']:6d}")
+        f"{peak_in_params(r):5.2f} {r['param_sized_copies']:6d} "
+        f"{_percent(r.get('bandwidth_fraction')):>4s}")
   return "\n".join(lines)
 
 
@@ -354,6 +388,9 @@ def main(argv=None) -> int:
   parser.add_argument("--flatten", action="store_true",
                       help="also time each optfree optimizer under "
                            "optax.flatten (for many small leaves)")
+  parser.add_argument("--peak-gbps", type=float,
+                      help="the device's memory bandwidth in GB/s (default: "
+                           "known GPUs/TPUs, see PEAK_BANDWIDTH_GBPS)")
   parser.add_argument("--reps", type=int, help="interleaved repetitions")
   parser.add_argument("--steps", type=int, default=3,
                       help="chained steps per repetition")
@@ -372,9 +409,12 @@ def main(argv=None) -> int:
   if args.flatten:
     pairs = [(mine, _flattened(mine), *others) for mine, *others in pairs]
 
+  peak_gbps = args.peak_gbps or PEAK_BANDWIDTH_GBPS.get(
+      jax.devices()[0].device_kind)
   records, skipped = run(sizes, leaf_counts, [jnp.dtype(d) for d in dtypes],
                          pairs, reps, args.steps,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress,
+                         peak_gbps=peak_gbps)
   print(table(records))
   for name, reason in skipped.items():
     print(f"skipped {name}: {reason}")
@@ -387,6 +427,7 @@ def main(argv=None) -> int:
       cpu_count=os.cpu_count(), platform=platform.platform(),
       jax=jax.__version__, optax=optax.__version__,
       optfree=optfree.__version__, reps=reps, steps=args.steps,
+      peak_gbps=peak_gbps,
       xla_flags=os.environ.get("XLA_FLAGS", ""),
       date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
       command=" ".join(["python", "benchmarks/step_time.py"]

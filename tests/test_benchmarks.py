@@ -103,3 +103,17 @@ def test_optfree_steps_peak_at_params_grads_and_state(quick_run):
       # passes = 2 x state buffers + 3, the buffers = params + grads + state;
       # the margin is the scalar state (at 4k params); a buffer would be 1.
       assert peak == pytest.approx((r["passes"] + 1) / 2, abs=0.1), r
+
+
+def test_bandwidth_fraction_is_reported_against_the_given_peak(
+    step_time, tmp_path):
+  assert step_time.main([
+      "--sizes", "4k", "--leaves", "1", "--dtypes", "float32", "--only",
+      "lion", "--peak-gbps", "50", "--reps", "1", "--steps", "1", "--out",
+      str(tmp_path), "--no-progress",
+  ]) == 0
+  with open(tmp_path / f"step_time-{step_time.device_name()}.json") as f:
+    result = json.load(f)
+  assert result["meta"]["peak_gbps"] == 50
+  for r in result["records"]:
+    assert r["bandwidth_fraction"] == pytest.approx(r["gbps"] / 50)
