@@ -403,14 +403,12 @@ def _schedule_free_elementwise(
       if adaptive:
         nu = (b2_ * nu + one_minus_b2 * g * g).astype(nu.dtype)
       new_z = (z - lr * direction(g, y, nu, decay)).astype(z.dtype)
-      if adaptive:
-        # XLA:CPU emits one loop per output: a direction shared by z_new and
-        # the update would be stored in a param-sized temporary. Recomputing
-        # it from inputs made distinct by _unshared keeps it in registers.
-        g_, nu_ = _unshared(new_z, g, nu)
-      else:
-        g_, nu_ = g, nu
-      update = c * (new_z - y) + y_step * direction(g_, y, nu_, decay)
+      # XLA:CPU emits one loop per output: a direction shared by z_new and
+      # the update would be stored in a param-sized temporary. Recomputing it
+      # from inputs made distinct by _unshared keeps it in registers. The
+      # state keeps nu itself: a copy would be written by a loop of its own.
+      g_for_y, nu_for_y = _unshared(new_z, g, nu) if adaptive else (g, nu)
+      update = c * (new_z - y) + y_step * direction(g_for_y, y, nu_for_y, decay)
       return update.astype(y.dtype), new_z, nu
 
     z_leaves, treedef = jax.tree.flatten(state.z)
