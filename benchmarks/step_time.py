@@ -340,6 +340,7 @@ def plot(records, path: str) -> None:
   import matplotlib.pyplot as plt
   pairs = list(dict.fromkeys(r["pair"] for r in records))
   groups = list(dict.fromkeys((r["leaves"], r["dtype"]) for r in records))
+  top = max([1.5] + [1.1 * r["efficiency"] for r in records])
   fig, axes = plt.subplots(len(groups), len(pairs), squeeze=False,
                            figsize=(3.2 * len(pairs), 2.6 * len(groups)),
                            sharey=True)
@@ -359,7 +360,7 @@ def plot(records, path: str) -> None:
                   label=name)
       ax.set_xscale("log", base=2)
       ax.axhline(1.0, color="gray", linewidth=0.5)
-      ax.set_ylim(0, 1.5)
+      ax.set_ylim(0, top)
       if row == 0:
         ax.set_title(pair, fontsize=9)
       if col == 0:
