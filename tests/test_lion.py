@@ -95,6 +95,25 @@ def test_equals_optax_lion(weight_decay, mask):
   jax.tree.map(np.testing.assert_array_equal, our_state, their_state)
 
 
+def test_bfloat16_momentum_signs_differ_only_within_rounding_of_zero():
+  # With bfloat16 momentum, c is formed from the rounded new momentum m'
+  # (no copy of m): its sign may differ from exact b1 m + (1 - b1) g only
+  # where c is within m's rounding (2^-9 relative) of 0.
+  b1, b2 = 0.9, 0.99
+  rng = np.random.default_rng(0)
+  m, g = (jnp.asarray(rng.normal(size=1 << 16), jnp.bfloat16)
+          for _ in range(2))
+  tx = optfree.scale_by_lion(b1=b1, b2=b2)
+  state = tx.init(m)._replace(mu=m)
+  signs, state = tx.update(g, state)
+  m64, g64 = (np.asarray(x, np.float64) for x in (m, g))
+  exact = b1 * m64 + (1 - b1) * g64
+  rounding = b1 / b2 * 2.0**-9 * np.abs(np.asarray(state.mu, np.float64))
+  differs = np.asarray(signs) != np.sign(exact)
+  assert np.all(np.abs(exact[differs]) <= rounding[differs])
+  assert differs.mean() < 1e-3
+
+
 def test_state_is_one_momentum_buffer_per_param():
   params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(5, jnp.bfloat16)}
   state = optfree.lion(weight_decay=0.1).init(params)
