@@ -222,24 +222,6 @@ def test_mu_dtype_keeps_first_moment_in_bfloat16():
   assert jnp.all(inner.mu["w"] != 0)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
-@pytest.mark.parametrize("factory", [optfree.adabound, optfree.amsbound,
-                                     optfree.adaboundw])
-def test_low_precision_params_keep_their_dtypes(factory, dtype):
-  params = jnp.linspace(-1.0, 1.0, 4, dtype=dtype)
-  tx = factory(learning_rate=1e-1, weight_decay=1e-3)
-  state = tx.init(params)
-  dtypes = jax.tree.map(lambda s: s.dtype, state)
-  update = jax.jit(tx.update)
-  for _ in range(3):
-    updates, state = update(2 * params, state, params)
-    params = optax.apply_updates(params, updates)
-  assert jax.tree.map(lambda s: s.dtype, state) == dtypes
-  assert updates.dtype == params.dtype == dtype
-  assert jnp.all(jnp.isfinite(params)) and jnp.all(params != jnp.linspace(
-      -1.0, 1.0, 4, dtype=dtype))
-
-
 def test_float32_leaves_compute_in_float32_under_x64(x64):
   params = {"w": jnp.ones((3, 4), jnp.float32)}
   tx = optfree.amsbound(1e-2, weight_decay=1e-3)

@@ -139,21 +139,6 @@ def test_mu_dtype_bfloat16_stays_bfloat16(param_dtype):
   assert jnp.all(state[0].mu != 0)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
-def test_low_precision_params_keep_their_dtypes(dtype):
-  params = jnp.linspace(-1.0, 1.0, 4, dtype=dtype)
-  tx = optfree.lion(1e-2, weight_decay=0.1)
-  state = tx.init(params)
-  dtypes = jax.tree.map(lambda s: s.dtype, state)
-  update = jax.jit(tx.update)
-  for _ in range(3):
-    updates, state = update(2 * params, state, params)
-    params = optax.apply_updates(params, updates)
-  assert jax.tree.map(lambda s: s.dtype, state) == dtypes
-  assert updates.dtype == params.dtype == dtype
-  assert jnp.all(params != jnp.linspace(-1.0, 1.0, 4, dtype=dtype))
-
-
 def test_momentum_keeps_params_dtype_with_wider_gradients():
   # bfloat16 params with float32 gradients: optax's own scale_by_lion would
   # return a float32 momentum here, changing the state's dtypes after a step.
