@@ -63,3 +63,24 @@ def test_each_param_sized_output_is_written_by_one_loop(entry, dtype):
            if op not in ("parameter", "get-tuple-element", "bitcast")]
   allowed = 1 if entry.name in ONE_TEMPORARY else 0
   assert len(loops) == outputs + allowed, loops
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_each_param_sized_loop_has_a_scalar_operand(entry, dtype):
+  # XLA:CPU compiles an elementwise loop with no scalar operand (e.g. a bare
+  # maximum of two buffers) with a slower emitter than a loop with one: 2-3x
+  # the time in float32 once the buffers sit in cache. AMSBound's running
+  # maximum was such a loop, 0.75x optax.amsgrad at 1M params, until it
+  # multiplied by an exact 1 (benchmarks/step_time.py).
+  compiled, _ = _compiled_step(entry, dtype)
+  text = compiled.as_text()
+  bodies = dict(re.findall(r"\n(%[\w.-]+) \(.*?\n(.*?)\n\}", text, re.S))
+  entry_computation = text.split("\nENTRY ")[1]
+  loops = re.findall(
+      r"(%[\w.-]+) = \w+\[256,256\]\{1,0\} fusion\(.*calls=(%[\w.-]+)",
+      entry_computation)
+  assert loops
+  without_scalar = [name for name, body in loops
+                    if "broadcast(" not in bodies[body]]
+  assert not without_scalar
