@@ -334,6 +334,28 @@ def table(records) -> str:
   return "\n".join(lines)
 
 
+def summary(records) -> dict:
+  """Per (pair, dtype): the range of optax/optfree speed ratios over sizes and
+  leaf counts and the range of optfree's efficiency, as README's table has
+  them, e.g. ``"1.03-3.62x (0.59-1.10)"``."""
+  step_ms = {(r["optimizer"], r["pair"], r["size"], r["leaves"], r["dtype"]):
+             r["step_ms"] for r in records}
+  ranges = {}
+  for r in records:
+    if r["optimizer"] != r["pair"]:
+      continue
+    config = (r["size"], r["leaves"], r["dtype"])
+    counterparts = [ms for (name, pair, *rest), ms in step_ms.items()
+                    if pair == r["pair"] and tuple(rest) == config
+                    and name not in ("floor", pair, f"flatten({pair})")]
+    ratios, efficiencies = ranges.setdefault((r["pair"], r["dtype"]), ([], []))
+    ratios += [ms / r["step_ms"] for ms in counterparts]
+    efficiencies.append(r["efficiency"])
+  return {key: f"{min(ratios):.2f}-{max(ratios):.2f}x "
+               f"({min(efficiencies):.2f}-{max(efficiencies):.2f})"
+          for key, (ratios, efficiencies) in ranges.items() if ratios}
+
+
 def plot(records, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -417,6 +439,9 @@ def main(argv=None) -> int:
                          progress=not args.no_progress,
                          peak_gbps=peak_gbps)
   print(table(records))
+  print("\nx optax speed (efficiency), over sizes and leaf counts:")
+  for (pair, dtype), text in summary(records).items():
+    print(f"  {pair:22s} {dtype:9s} {text}")
   for name, reason in skipped.items():
     print(f"skipped {name}: {reason}")
 

@@ -117,3 +117,47 @@ def test_bandwidth_fraction_is_reported_against_the_given_peak(
   assert result["meta"]["peak_gbps"] == 50
   for r in result["records"]:
     assert r["bandwidth_fraction"] == pytest.approx(r["gbps"] / 50)
+
+
+def test_readme_speed_table_is_the_committed_sweep(step_time):
+  # The README's ranges are what summary() computes from the committed JSON,
+  # so a re-measured sweep cannot leave stale figures behind.
+  root = os.path.dirname(os.path.dirname(__file__))
+  with open(os.path.join(root, "benchmarks", "results",
+                         "step_time-cpu.json")) as f:
+    expected = step_time.summary(json.load(f)["records"])
+  with open(os.path.join(root, "README.md")) as f:
+    speed = f.read().split("\n## Speed\n", 1)[1]
+  rows = {}
+  for line in speed.splitlines():
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    if len(cells) == 4 and cells[0].startswith("`"):
+      rows[cells[0].strip("`")] = cells[2:]
+  assert sorted(rows) == sorted({pair for pair, _ in expected})
+  for pair, (float32, bfloat16) in rows.items():
+    for dtype, cell in (("float32", float32), ("bfloat16", bfloat16)):
+      assert cell.replace("*", "") == expected[(pair, dtype)], (pair, dtype)
+
+
+def test_readme_flatten_table_is_the_committed_flatten_sweep():
+  root = os.path.dirname(os.path.dirname(__file__))
+  with open(os.path.join(root, "benchmarks", "results",
+                         "step_time-cpu-flatten.json")) as f:
+    records = json.load(f)["records"]
+  step_ms = {(r["optimizer"], r["pair"], r["leaves"]): r["step_ms"]
+             for r in records}
+  with open(os.path.join(root, "README.md")) as f:
+    flatten = f.read().split("`optax.flatten(tx)`", 1)[1]
+  rows = [[cell.strip() for cell in line.strip("|").split("|")]
+          for line in flatten.splitlines() if line.startswith("| `")]
+  assert rows
+  for name, *cells in rows:
+    pair = name.strip("`")
+    counterpart, = {k[0] for k in step_ms if k[1] == pair} - {
+        "floor", pair, f"flatten({pair})"}
+    for leaves, cell in zip((512, 4096), cells, strict=True):
+      optax_ms = step_ms[(counterpart, pair, leaves)]
+      assert cell == (
+          f"{optax_ms / step_ms[(pair, pair, leaves)]:.2f}x / "
+          f"{optax_ms / step_ms[(f'flatten({pair})', pair, leaves)]:.2f}x"
+      ), (pair, leaves)
