@@ -178,7 +178,8 @@ def scale_by_adabound(
     # with a slower emitter: 2-3x the time of the same loop with one, when
     # the buffers sit in cache (measured at 1M float32 params). Multiplying
     # by this 1 changes no value and gives the loop its scalar operand.
-    exact_one = jax.lax.optimization_barrier(jnp.ones((), float_dtype))
+    exact_one = (jax.lax.optimization_barrier(jnp.ones((), float_dtype))
+                 if amsbound else None)
 
     def leaf_update(g, m, v, v_max):
       # Computed in float32 at least (bfloat16 leaves; float32 leaves under
