@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
-USAGE = """usage: python -m optfree <command> [options]
 
-commands:
-  demo    train a small CNN on MNIST-1D with several optimizers, print a
-          table and write a plot (python -m optfree demo --help for options)
-"""
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m optfree",
+      description="optfree's command line.",
+      epilog="python -m optfree demo --help lists the demo's options.")
+  parser.add_argument(
+      "command", nargs="?", choices=["demo"],
+      help=("demo: train a small CNN on MNIST-1D with several optimizers,"
+            " print a table and write a plot and a JSON (into the current"
+            " directory unless --out says otherwise)"))
+  parser.add_argument("options", nargs=argparse.REMAINDER,
+                      help="the command's options")
+  return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0] != "demo":
-    print(USAGE, end="", file=sys.stderr if argv else sys.stdout)
-    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+  """Runs a command; returns the exit status."""
+  parser = build_parser()
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  if args.command is None:
+    parser.print_help()
+    return 0
   from optfree import demo  # pylint: disable=import-outside-toplevel
-  demo.main(argv[1:])
+  demo.main(args.options)
   return 0
 
 

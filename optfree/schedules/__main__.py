@@ -1,15 +1,19 @@
 """Draws the gallery of every schedule: ``python -m optfree.schedules [PATH]``.
 
-Writes PATH (default ``docs/schedules.png``), the figure in the README. Needs
-matplotlib.
+Writes PATH (default ``schedules.png`` in the current directory; the README's
+figure is ``python -m optfree.schedules docs/schedules.png`` run from the
+repository). Needs matplotlib.
 """
 
+import argparse
+import pathlib
 import sys
+from typing import Sequence
 
 from optfree import schedules as S
 
 
-def gallery(path: str = "docs/schedules.png") -> None:
+def gallery(path: str = "schedules.png") -> None:
   """Plots each schedule with a few of its options into one PNG at ``path``."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -66,9 +70,25 @@ def gallery(path: str = "docs/schedules.png") -> None:
   for ax in axes.flat[len(panels):]:
     ax.set_visible(False)
   figure.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   figure.savefig(path, dpi=72)
   plt.close(figure)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+  """Parses the command line and draws the gallery; returns the exit status."""
+  parser = argparse.ArgumentParser(
+      prog="python -m optfree.schedules",
+      description=("Draws every optfree schedule with a few of its options"
+                   " into one PNG (needs matplotlib)."))
+  parser.add_argument("path", nargs="?", default="schedules.png",
+                      help="the PNG to write (default: %(default)s, in the"
+                           " current directory)")
+  args = parser.parse_args(argv)
+  gallery(args.path)
+  print(f"wrote {args.path}")
+  return 0
+
+
 if __name__ == "__main__":
-  gallery(*sys.argv[1:])
+  sys.exit(main())
