@@ -8,6 +8,13 @@
   is pinned.
 - Momentum schedules drive Adam's b1 through optax.inject_hyperparams, and the
   parameters then follow torch's Adam under OneCycleLR.
+- Inputs torch accepts however degenerate they look (repeated milestones,
+  step_size_down=0, a OneCycle phase no count reaches) are golden cases like
+  the rest; every input optfree rejects is checked against what torch does
+  with it (recorded by the generator): torch fails too, or it is listed in
+  REJECTED_THOUGH_TORCH_ACCEPTS with the reason.
+- Integer hyperparameters of any size work with int32 counts (no x64), at
+  counts up to the int32 maximum.
 - Properties over random valid hyperparameters (hypothesis), validation of
   bad input, and the plot helper.
 """
@@ -570,26 +577,18 @@ BAD_INPUT = [
     (S.step_schedule, dict(init_value=-0.1, step_size=3), "init_value", -0.1),
     (S.step_schedule, dict(init_value=0.1, step_size=0), "step_size", 0),
     (S.step_schedule, dict(init_value=0.1, step_size=2.5), "step_size", 2.5),
-    (S.step_schedule, dict(init_value=0.1, step_size=3, gamma=0.0), "gamma", 0.0),
-    (S.multistep_schedule, dict(init_value=0.1, milestones=[5, 5]), "milestones", None),
-    (S.multistep_schedule, dict(init_value=0.1, milestones=[5, 3]), "milestones", None),
-    (S.multistep_schedule, dict(init_value=0.1, milestones=[-1]), "milestones[0]", -1),
     (S.multistep_schedule, dict(init_value=0.1, milestones=[2], gamma=-0.5),
      "gamma", -0.5),
-    (S.exponential_schedule, dict(init_value=0.1, gamma=0.0), "gamma", 0.0),
+    (S.multistep_schedule, dict(init_value=0.1, milestones=[2, 4.5]),
+     "milestones[1]", 4.5),
+    (S.exponential_schedule, dict(init_value=0.1, gamma=-0.5), "gamma", -0.5),
     (S.exponential_schedule, dict(init_value=-1.0, gamma=0.9), "init_value", -1.0),
     (S.constant_factor_schedule, dict(init_value=0.1, factor=1.5), "factor", 1.5),
     (S.constant_factor_schedule, dict(init_value=0.1, factor=-0.1), "factor", -0.1),
-    (S.constant_factor_schedule, dict(init_value=0.1, total_steps=0),
-     "total_steps", 0),
     (S.linear_factor_schedule, dict(init_value=0.1, start_factor=0.0),
      "start_factor", 0.0),
     (S.linear_factor_schedule, dict(init_value=0.1, end_factor=-0.5),
      "end_factor", -0.5),
-    (S.linear_factor_schedule, dict(init_value=0.1, total_steps=-2),
-     "total_steps", -2),
-    (S.polynomial_decay_schedule, dict(init_value=0.1, total_steps=0),
-     "total_steps", 0),
     (S.polynomial_decay_schedule, dict(init_value=0.1, power=-1.0), "power", -1.0),
     (S.cosine_annealing_schedule, dict(init_value=0.1, t_max=0), "t_max", 0),
     (S.cosine_annealing_schedule, dict(init_value=0.1, t_max=5, eta_min=-0.01),
@@ -603,23 +602,20 @@ BAD_INPUT = [
     (S.cyclic_schedule, dict(base_lr=0.1, max_lr=-0.1), "max_lr", -0.1),
     (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, step_size_up=0),
      "step_size_up", 0),
-    (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, step_size_down=0),
-     "step_size_down", 0),
     (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, mode="sine"), "mode", "sine"),
-    (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, gamma=0.0), "gamma", 0.0),
+    (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, step_size_down=-1),
+     "step_size_down", -1),
+    (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, mode="exp_range",
+                             gamma=-0.5), "gamma", -0.5),
     (S.cyclic_momentum_schedule, dict(base_momentum=1.5), "base_momentum", 1.5),
     (S.cyclic_momentum_schedule, dict(max_momentum=-0.1), "max_momentum", -0.1),
     (S.cyclic_momentum_schedule, dict(mode="cos"), "mode", "cos"),
     (S.onecycle_schedule, dict(max_lr=-1.0, total_steps=100), "max_lr", -1.0),
     (S.onecycle_schedule, dict(max_lr=0.1, total_steps=0), "total_steps", 0),
-    (S.onecycle_schedule, dict(max_lr=0.1, total_steps=100, pct_start=0.0),
-     "pct_start", 0.0),
-    (S.onecycle_schedule, dict(max_lr=0.1, total_steps=100, pct_start=1.0),
-     "pct_start", 1.0),
-    (S.onecycle_schedule, dict(max_lr=0.1, total_steps=3, pct_start=0.3),
-     "pct_start", 0.3),
-    (S.onecycle_schedule, dict(max_lr=0.1, total_steps=100, pct_start=0.6,
-                               three_phase=True), "pct_start", 0.6),
+    (S.onecycle_schedule, dict(max_lr=0.1, total_steps=100, pct_start=-0.1),
+     "pct_start", -0.1),
+    (S.onecycle_schedule, dict(max_lr=0.1, total_steps=10, pct_start=0.1),
+     "pct_start", 0.1),
     (S.onecycle_schedule, dict(max_lr=0.1, total_steps=100,
                                anneal_strategy="cosine"), "anneal_strategy", "cosine"),
     (S.onecycle_schedule, dict(max_lr=0.1, total_steps=100, div_factor=0.0),
@@ -664,9 +660,9 @@ BAD_INPUT = [
     (S.sequential_schedule, dict(schedules=[optax.constant_schedule(0.1)] * 2,
                                  milestones=[]), "milestones", None),
     (S.sequential_schedule, dict(schedules=[optax.constant_schedule(0.1)] * 3,
-                                 milestones=[5, 5]), "milestones", None),
+                                 milestones=[6, 3]), "milestones", None),
     (S.sequential_schedule, dict(schedules=[optax.constant_schedule(0.1)] * 2,
-                                 milestones=[0]), "milestones[0]", 0),
+                                 milestones=[2.5]), "milestones[0]", 2.5),
 ]
 
 
@@ -695,6 +691,11 @@ def test_bad_input_raises_naming_argument_and_value(constructor, kwargs, name,
         (S.linear_factor_schedule, dict(init_value=0.1, end_factor=0.0)),
         (S.polynomial_decay_schedule, dict(init_value=0.0, power=0.0)),
         (S.exponential_schedule, dict(init_value=0.1, gamma=1.0)),
+        (S.exponential_schedule, dict(init_value=0.1, gamma=0.0)),
+        (S.cyclic_schedule, dict(base_lr=0.1, max_lr=1.0, step_size_down=0,
+                                 mode="exp_range", gamma=0.0)),
+        (S.onecycle_schedule, dict(max_lr=0.1, total_steps=1,
+                                   three_phase=True)),
         (S.multistep_schedule, dict(init_value=0.1, milestones=[])),
         (S.cyclic_momentum_schedule, dict(base_momentum=0.0, max_momentum=1.0)),
         (S.trapezoidal_schedule, dict(base_lr=0.0, max_lr=0.1, step_size=3,
@@ -723,6 +724,109 @@ def test_warmup_stable_decay_default_decays_over_the_last_fifth():
   np.testing.assert_array_equal(values[:41], 1.0)
   assert np.all(np.diff(values[40:51]) < 0)
   np.testing.assert_array_equal(values[50:], 0.0)
+
+
+# --- What torch does with the inputs optfree rejects ----------------------
+
+REJECTED = json.loads(str(GOLDEN["rejected"]))
+# Inputs torch runs on (it checks none of these) that optfree still rejects.
+REJECTED_THOUGH_TORCH_ACCEPTS = {
+    "step_size_float": "a step size of 2.5 decays at the counts divisible by"
+                       " 2.5 (5, 10, ...): an accident of the % operator",
+    "step_size_negative": "a negative step size acts as its absolute value;"
+                          " meaningless, and likely a sign error",
+    "step_gamma_negative": "learning rates of alternating sign",
+    "multistep_float_milestone": "a milestone of 2.5 is silently never"
+                                 " reached",
+    "cosine_t_max_negative": "a negative period acts as its absolute value",
+    "cosine_eta_min_negative": "negative learning rates",
+    "cyclic_step_sizes_float": "CyclicLR's fractional step sizes need float"
+                               " cycle arithmetic; optfree's is integer, so"
+                               " that no boundary moves in float32",
+    "cyclic_exp_range_gamma_negative": "learning rates of alternating sign",
+    "sequential_decreasing_milestones": "torch bisects the milestones as a"
+                                        " sorted list: [6, 3] acts as [3, 3]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REJECTED))
+def test_rejected_input_raises_and_torch_fails_too_or_is_listed(name):
+  case = REJECTED[name]
+  with pytest.raises(ValueError):
+    build(case["spec"])
+  if name in REJECTED_THOUGH_TORCH_ACCEPTS:
+    assert "values" in case, f"torch now fails on {name}: {case}"
+  else:
+    assert "error" in case, f"torch accepts {name}: {case}"
+
+
+def test_the_named_torch_inputs_of_issue_14_are_golden_cases():
+  for name in ("multistep_repeated", "sequential_repeated_milestones",
+               "cyclic_sawtooth", "onecycle_three_phase_pct_above_half"):
+    assert name in CASES
+
+
+# --- Integer hyperparameters larger than the count's dtype -----------------
+
+LARGE = [2**30 + 1, 2**31 - 1, 2**31, 10**10]
+# Counts near the int32 maximum, where count + 1 or 2 * count overflow.
+COUNTS = np.array([0, 1, 7, 10**9, 2**31 - 2, 2**31 - 1])
+
+
+def large_integer_cases(n):
+  return {
+      "step": S.step_schedule(1.0, step_size=n),
+      "multistep": S.multistep_schedule(1.0, [10, n, n]),
+      "constant_factor": S.constant_factor_schedule(1.0, total_steps=n),
+      "linear_factor": S.linear_factor_schedule(1.0, total_steps=n),
+      "polynomial": S.polynomial_decay_schedule(1.0, total_steps=n, power=2.0),
+      "cosine": S.cosine_annealing_schedule(1000.0, t_max=n),
+      "warm_restarts": S.cosine_warm_restarts_schedule(1.0, t_0=n),
+      "warm_restarts_t_mult": S.cosine_warm_restarts_schedule(1.0, n, 2),
+      "warm_restarts_large_t_mult": S.cosine_warm_restarts_schedule(1.0, 3, n),
+      "warm_restarts_small": S.cosine_warm_restarts_schedule(1.0, 1, 2),
+      "cyclic_up": S.cyclic_schedule(0.1, 1.0, step_size_up=n),
+      "cyclic_down": S.cyclic_schedule(0.1, 1.0, 5, n, mode="triangular2"),
+      "cyclic_momentum": S.cyclic_momentum_schedule(
+          step_size_up=n, mode="exp_range", gamma=0.999),
+      "onecycle": S.onecycle_schedule(1.0, total_steps=n),
+      "onecycle_momentum": S.onecycle_momentum_schedule(n, three_phase=True),
+      "trapezoidal": S.trapezoidal_schedule(0.1, 1.0, n, n),
+      "trapezoidal_anneal_start": S.trapezoidal_schedule(0.1, 1.0, 5, n),
+      "wsd": S.warmup_stable_decay_schedule(1.0, n),
+      "wsd_warmup": S.warmup_stable_decay_schedule(
+          1.0, n, warmup_steps=n // 2, decay_steps=n // 4, decay_shape="cosine"),
+      "per_epoch": S.per_epoch(S.step_schedule(1.0, 2), steps_per_epoch=n),
+      "sequential": S.sequential_schedule(
+          [S.exponential_schedule(1.0, 0.5), S.cosine_annealing_schedule(1.0, n),
+           S.step_schedule(1.0, 3)],
+          [5, n]),
+  }
+
+
+@pytest.mark.parametrize("n", LARGE)
+def test_large_integer_hyperparameters_with_int32_counts(n):
+  """Without x64 the count is int32 and no Python int may be mixed into its
+  arithmetic; the values are those of the same schedules in float64 with
+  int64 counts (where the integers fit, and which the golden cases check
+  against torch), at float32 rounding."""
+  counts = jnp.asarray(COUNTS, jnp.int32)
+  float32 = {name: np.asarray(jax.jit(schedule)(counts))
+             for name, schedule in large_integer_cases(n).items()}
+  with jax.enable_x64(True):
+    for name, schedule in large_integer_cases(n).items():
+      exact = np.asarray(schedule(jnp.asarray(COUNTS, jnp.int64)))
+      assert float32[name].dtype == np.float32
+      scale = np.abs(exact).max()
+      np.testing.assert_allclose(float32[name], exact, rtol=1e-5,
+                                 atol=1e-6 * scale, err_msg=name)
+
+
+def test_cosine_with_t_max_beyond_int32_is_optax_cosine():
+  """The issue's example: optax.cosine_decay_schedule gives 975.53."""
+  ours = S.cosine_annealing_schedule(1000.0, t_max=10**10)(10**9)
+  theirs = optax.cosine_decay_schedule(1000.0, decay_steps=10**10)(10**9)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
 
 # --- plot -----------------------------------------------------------------

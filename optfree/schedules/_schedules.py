@@ -19,7 +19,6 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from optfree._checks import check_choice
 from optfree._checks import check_int
@@ -40,11 +39,78 @@ def _as_float(value: jax.typing.ArrayLike) -> jax.Array:
   return jnp.asarray(value, _float_dtype())
 
 
-def _check_milestones(name: str, milestones: Sequence[int], minimum: int):
-  for index, milestone in enumerate(milestones):
-    check_int(f"{name}[{index}]", milestone, minimum)
-  if any(b <= a for a, b in zip(milestones, milestones[1:])):
-    raise ValueError(f"{name} must be strictly increasing, got {milestones!r}")
+def _int_max(count: jax.Array) -> int | float:
+  """The largest value of ``count``'s integer dtype (static under ``jit``).
+
+  Integer hyperparameters are Python ints of any size, while counts are int32
+  without x64: each schedule compares a hyperparameter with this bound in
+  Python (never with the traced count) and takes the branch that cannot
+  overflow, so that ``t_max=10**10`` works with int32 counts.
+  """
+  if jnp.issubdtype(count.dtype, jnp.integer):
+    return int(jnp.iinfo(count.dtype).max)
+  return math.inf
+
+
+def _fits(count: jax.Array, value) -> bool:
+  """Whether an integer hyperparameter can meet ``count`` in its dtype.
+
+  A traced hyperparameter already has a dtype, so it fits by definition.
+  """
+  return not isinstance(value, int) or value <= _int_max(count)
+
+
+def _floor_div(count: jax.Array, divisor: int) -> jax.Array:
+  """``count // divisor`` for an integer ``divisor >= 1`` of any size."""
+  if _fits(count, divisor):
+    return count // divisor
+  # |count| < divisor: 0 for counts >= 0, -1 below.
+  return -(count < 0).astype(count.dtype)
+
+
+def _less(count: jax.Array, bound: int) -> jax.Array:
+  """``count < bound`` for an integer ``bound`` of any size."""
+  if _fits(count, bound):
+    return count < bound
+  return jnp.ones(jnp.shape(count), bool)
+
+
+def _clip(count: jax.Array, low: int, high: int) -> jax.Array:
+  """``clip(count, low, high)`` for ``0 <= low <= high`` of any size.
+
+  No count exceeds its dtype's maximum, so a larger bound clips nothing and
+  is lowered to it.
+  """
+  if _fits(count, high):
+    return jnp.clip(count, low, high)
+  return jnp.clip(count, low, _int_max(count))
+
+
+def _fraction_left(count: jax.Array, total: int) -> jax.Array:
+  """``(total - clip(count, 0, total)) / total`` as a float, for ``total >= 1``.
+
+  In integers where ``total`` fits the count's dtype, so the last value is
+  exactly 0; in floats otherwise (the count never reaches such a total).
+  """
+  done = _clip(count, 0, total)
+  if _fits(count, total):
+    return _as_float(total - done) / _as_float(total)
+  return (_as_float(total) - _as_float(done)) / _as_float(total)
+
+
+def _check_count(name: str, value, minimum: float = -math.inf):
+  """Validates an integer hyperparameter; returns it as a Python int.
+
+  numpy integers become Python ints, which the overflow-safe helpers above
+  compare with the count's dtype; a tracer is returned as it is.
+  """
+  check_int(name, value, minimum)
+  return value if isinstance(value, jax.core.Tracer) else int(value)
+
+
+def _check_milestones(name: str, milestones: Sequence[int]) -> tuple:
+  return tuple(_check_count(f"{name}[{index}]", milestone)
+               for index, milestone in enumerate(milestones))
 
 
 def step_schedule(
@@ -58,7 +124,7 @@ def step_schedule(
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
     step_size: updates between two decays (integer >= 1).
-    gamma: the multiplicative decay (> 0).
+    gamma: the multiplicative decay (>= 0).
 
   Returns:
     A schedule ``count -> value``.
@@ -73,11 +139,11 @@ def step_schedule(
     [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
   """
   check_non_negative("init_value", init_value)
-  check_int("step_size", step_size, 1)
-  check_positive("gamma", gamma)
+  step_size = _check_count("step_size", step_size, 1)
+  check_non_negative("gamma", gamma)
 
   def schedule(count):
-    decays = _as_float(jnp.asarray(count) // step_size)
+    decays = _as_float(_floor_div(jnp.asarray(count), step_size))
     return _as_float(init_value * jnp.power(gamma, decays))
 
   return schedule
@@ -93,9 +159,10 @@ def multistep_schedule(
 
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
-    milestones: strictly increasing update counts (integers >= 0) at which
-      the decay applies.
-    gamma: the multiplicative decay (> 0).
+    milestones: update counts (integers) at which the decay applies, in any
+      order; a count listed ``k`` times decays by ``gamma ** k`` (as torch's
+      ``Counter`` of milestones), and a negative one never applies.
+    gamma: the multiplicative decay (>= 0).
 
   Returns:
     A schedule ``count -> value``.
@@ -110,15 +177,17 @@ def multistep_schedule(
     [1.0, 1.0, 0.1, 0.01, 0.01]
   """
   check_non_negative("init_value", init_value)
-  milestones = tuple(milestones)
-  _check_milestones("milestones", milestones, 0)
-  check_positive("gamma", gamma)
+  milestones = _check_milestones("milestones", tuple(milestones))
+  check_non_negative("gamma", gamma)
+  # torch counts the milestones (a Counter) and decays by gamma ** multiplicity
+  # when its count reaches one; a negative milestone is never reached.
+  milestones = tuple(sorted(m for m in milestones if m >= 0))
 
   def schedule(count):
     count = jnp.asarray(count)
     passed = jnp.zeros(jnp.shape(count), jnp.int32)
     for milestone in milestones:
-      passed = passed + (count >= milestone)
+      passed = passed + ~_less(count, milestone)
     return _as_float(init_value * jnp.power(gamma, _as_float(passed)))
 
   return schedule
@@ -132,7 +201,7 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
 
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
-    gamma: the multiplicative decay per update (> 0).
+    gamma: the multiplicative decay per update (>= 0).
 
   Returns:
     A schedule ``count -> value``.
@@ -147,7 +216,7 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
     [1.0, 0.5, 0.25, 0.125]
   """
   check_non_negative("init_value", init_value)
-  check_positive("gamma", gamma)
+  check_non_negative("gamma", gamma)
 
   def schedule(count):
     return _as_float(init_value * jnp.power(gamma, _as_float(count)))
@@ -167,7 +236,9 @@ def constant_factor_schedule(
   Args:
     init_value: the learning rate :math:`\eta_0` after ``total_steps`` (>= 0).
     factor: the scale of the first ``total_steps`` updates, in [0, 1].
-    total_steps: how many updates are scaled (integer >= 1).
+    total_steps: how many updates are scaled (integer); with ``<= 0`` every
+      update is scaled, as torch does (it applies ``factor`` at count 0 and
+      would undo it only at count ``total_steps``).
 
   Returns:
     A schedule ``count -> value``.
@@ -183,10 +254,13 @@ def constant_factor_schedule(
   """
   check_non_negative("init_value", init_value)
   check_interval("factor", factor, 0.0, 1.0)
-  check_int("total_steps", total_steps, 1)
+  total_steps = _check_count("total_steps", total_steps, -math.inf)
 
   def schedule(count):
-    scale = jnp.where(jnp.asarray(count) < total_steps, factor, 1.0)
+    count = jnp.asarray(count)
+    if total_steps <= 0:
+      return _as_float(init_value * factor * jnp.ones(jnp.shape(count)))
+    scale = jnp.where(_less(count, total_steps), factor, 1.0)
     return _as_float(init_value * scale)
 
   return schedule
@@ -213,7 +287,8 @@ def linear_factor_schedule(
     init_value: the learning rate :math:`\eta_0` that the factors scale (>= 0).
     start_factor: the factor of the first update, in (0, 1].
     end_factor: the factor from update ``total_steps`` on, in [0, 1].
-    total_steps: the length of the ramp (integer >= 1).
+    total_steps: the length of the ramp (integer); with ``<= 0`` the factor
+      stays ``start_factor``, as torch does.
 
   Returns:
     A schedule ``count -> value``.
@@ -230,10 +305,13 @@ def linear_factor_schedule(
   check_non_negative("init_value", init_value)
   check_interval("start_factor", start_factor, 0.0, 1.0, low_closed=False)
   check_interval("end_factor", end_factor, 0.0, 1.0)
-  check_int("total_steps", total_steps, 1)
+  total_steps = _check_count("total_steps", total_steps, -math.inf)
+
   def schedule(count):
-    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
-    fraction = _as_float(remaining) / total_steps
+    count = jnp.asarray(count)
+    if total_steps <= 0:
+      return _as_float(init_value * start_factor * jnp.ones(jnp.shape(count)))
+    fraction = _fraction_left(count, total_steps)
     factor = end_factor + (start_factor - end_factor) * fraction
     return _as_float(init_value * factor)
 
@@ -255,7 +333,8 @@ def polynomial_decay_schedule(
 
   Args:
     init_value: the initial learning rate :math:`\eta_0` (>= 0).
-    total_steps: :math:`T`, after which the value stays 0 (integer >= 1).
+    total_steps: :math:`T`, after which the value stays 0 (integer); with
+      ``<= 0`` the value stays ``init_value``, as torch does.
     power: the exponent :math:`p` (>= 0).
 
   Returns:
@@ -271,11 +350,14 @@ def polynomial_decay_schedule(
     [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
   """
   check_non_negative("init_value", init_value)
-  check_int("total_steps", total_steps, 1)
+  total_steps = _check_count("total_steps", total_steps, -math.inf)
   check_non_negative("power", power)
+
   def schedule(count):
-    remaining = total_steps - jnp.clip(jnp.asarray(count), 0, total_steps)
-    fraction = _as_float(remaining) / total_steps
+    count = jnp.asarray(count)
+    if total_steps <= 0:
+      return _as_float(init_value * jnp.ones(jnp.shape(count)))
+    fraction = _fraction_left(count, total_steps)
     return _as_float(init_value * jnp.power(fraction, power))
 
   return schedule
@@ -314,14 +396,18 @@ def cosine_annealing_schedule(
     [1.0, 0.5, 0.0, 0.5, 1.0, 0.5]
   """
   check_non_negative("init_value", init_value)
-  check_int("t_max", t_max, 1)
+  t_max = _check_count("t_max", t_max, 1)
   check_non_negative("eta_min", eta_min)
 
   def schedule(count):
     # Reducing modulo the period in integers keeps the cosine's argument
     # small, hence exact periodicity and full float32 precision at any count.
-    phase = _as_float(jnp.asarray(count) % (2 * t_max))
-    cosine = (1 + jnp.cos(jnp.pi * phase / t_max)) / 2
+    # A period beyond the count's dtype is never completed (and the cosine is
+    # even, so a negative count needs no reduction either).
+    count = jnp.asarray(count)
+    period = 2 * t_max
+    phase = _as_float(count % period if _fits(count, period) else count)
+    cosine = (1 + jnp.cos(jnp.pi * phase / _as_float(t_max))) / 2
     return _as_float(eta_min + (init_value - eta_min) * cosine)
 
   return schedule
@@ -338,12 +424,12 @@ def cosine_warm_restarts_schedule(
 
   Cycle :math:`i` lasts :math:`T_i = T_0\, m^i` updates and starts at
   :math:`S_i = T_0 (m^i - 1)/(m - 1)` (:math:`S_i = i\,T_0` when
-  :math:`m = 1`); :math:`T_{cur} = t - S_i`. The cycle of ``count`` comes from
-  :math:`i = \lfloor \log_m(1 + t (m - 1)/T_0) \rfloor`, corrected by one
-  where the logarithm rounds across a restart. From there on the arithmetic
-  is in integers, so :math:`T_{cur}` is exact in float32 at any int32 count
-  below about ``2**31 / t_mult``. The number of restarts is unbounded and no
-  list of cycles is built (``optax.sgdr_schedule`` needs one and stays at its
+  :math:`m = 1`); :math:`T_{cur} = t - S_i`. With :math:`m > 1` the cycle
+  starts that the count's dtype can hold (at most 31 for int32, 63 for int64)
+  form a table of exact integers; the cycle of ``count`` is found in it by
+  binary search, so :math:`T_{cur}` is exact at every count and float32
+  rounds only the ratio :math:`T_{cur}/T_i`. The restarts go on to the end of
+  the dtype (``optax.sgdr_schedule`` needs a list of cycles and stays at its
   last value once the list is used up).
 
   Args:
@@ -366,32 +452,33 @@ def cosine_warm_restarts_schedule(
     [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0, 0.9619]
   """
   check_non_negative("init_value", init_value)
-  check_int("t_0", t_0, 1)
-  check_int("t_mult", t_mult, 1)
+  t_0 = _check_count("t_0", t_0, 1)
+  t_mult = _check_count("t_mult", t_mult, 1)
   check_non_negative("eta_min", eta_min)
 
-  def length_and_position(count, cycle):
-    """T_i and T_cur = count - S_i of a cycle, in integers."""
-    length = t_0 * jnp.power(t_mult, cycle)
-    return length, count - (length - t_0) // (t_mult - 1)
+  def cycle_table(dtype):
+    """Starts S_i that the dtype holds, and the lengths T_i, of the cycles."""
+    limit = _int_max(jnp.zeros((), dtype))
+    starts, lengths, start, length = [], [], 0, t_0
+    while start <= limit:
+      starts.append(start)
+      lengths.append(length)
+      start, length = start + length, length * t_mult
+    return jnp.asarray(starts, dtype), jnp.asarray(lengths, _float_dtype())
 
   def schedule(count):
     count = jnp.asarray(count)
     if t_mult == 1:
-      t_cur, t_i = count % t_0, t_0
+      t_cur = _as_float(count % t_0 if _fits(count, t_0) else count)
+      t_i = _as_float(t_0)
     else:
-      # The logarithm only estimates the cycle; integer arithmetic then moves
-      # it by one where rounding crossed a restart, and gives T_cur exactly
-      # even where float32 can no longer hold the count.
-      # (Negative counts, which sequential_schedule evaluates and discards,
-      # stay in cycle 0.)
-      estimate = jnp.log1p(_as_float(jnp.maximum(count, 0)) * (t_mult - 1) / t_0)
-      cycle = jnp.floor(estimate / math.log(t_mult)).astype(count.dtype)
-      t_i, t_cur = length_and_position(count, cycle)
-      cycle = jnp.maximum(cycle - (t_cur < 0) + (t_cur >= t_i), 0)
-      t_i, t_cur = length_and_position(count, cycle)
-    ratio = _as_float(t_cur) / _as_float(t_i)
-    cosine = (1 + jnp.cos(jnp.pi * ratio)) / 2
+      starts, lengths = cycle_table(count.dtype)
+      # Negative counts (which sequential_schedule evaluates and discards)
+      # stay in cycle 0.
+      cycle = jnp.maximum(jnp.searchsorted(starts, count, side="right") - 1, 0)
+      t_cur = _as_float(count - starts[cycle])
+      t_i = lengths[cycle]
+    cosine = (1 + jnp.cos(jnp.pi * t_cur / t_i)) / 2
     return _as_float(eta_min + (init_value - eta_min) * cosine)
 
   return schedule
@@ -404,22 +491,31 @@ def _cyclic_height(
     step_size_up: int, step_size_down: int | None, mode: str, gamma: float
 ) -> Schedule:
   """Validates CyclicLR's shape and returns its height in [0, 1] at a count."""
-  check_int("step_size_up", step_size_up, 1)
+  step_size_up = _check_count("step_size_up", step_size_up, 1)
   if step_size_down is None:
     step_size_down = step_size_up
-  check_int("step_size_down", step_size_down, 1)
+  step_size_down = _check_count("step_size_down", step_size_down, 0)
   check_choice("mode", mode, _CYCLIC_MODES)
-  check_positive("gamma", gamma)
+  # torch reads gamma in 'exp_range' mode only.
+  if mode == "exp_range":
+    check_non_negative("gamma", gamma)
   cycle_length = step_size_up + step_size_down
 
   def height(count):
     count = jnp.asarray(count)
-    position = count % cycle_length
-    rise = _as_float(position) / step_size_up
-    fall = _as_float(cycle_length - position) / step_size_down
-    triangle = jnp.where(position <= step_size_up, rise, fall)
+    if _fits(count, cycle_length):
+      position = count % cycle_length
+      left = _as_float(cycle_length - position)
+    else:  # the first cycle never ends
+      position = count
+      left = _as_float(cycle_length) - _as_float(position)
+    rise = _as_float(position) / _as_float(step_size_up)
+    # With step_size_down == 0 the fall is never taken: a sawtooth.
+    fall = left / _as_float(max(step_size_down, 1))
+    triangle = jnp.where(_less(position, step_size_up + 1), rise, fall)
     if mode == "triangular2":
-      return triangle * jnp.power(0.5, _as_float(count // cycle_length))
+      cycle = _floor_div(count, cycle_length)
+      return triangle * jnp.power(0.5, _as_float(cycle))
     if mode == "exp_range":
       return triangle * jnp.power(gamma, _as_float(count))
     return triangle
@@ -449,10 +545,12 @@ def cyclic_schedule(
     base_lr: the lower boundary :math:`\eta_{base}` (>= 0).
     max_lr: the upper boundary :math:`\eta_{max}` (>= 0).
     step_size_up: updates in the rising half (integer >= 1).
-    step_size_down: updates in the falling half (integer >= 1); ``None``
-      means ``step_size_up``.
+    step_size_down: updates in the falling half (integer >= 0); ``None``
+      means ``step_size_up``; 0 gives a sawtooth (rise, then drop to
+      ``base_lr``), as in torch.
     mode: ``'triangular'``, ``'triangular2'`` or ``'exp_range'``.
-    gamma: the per-update amplitude decay of ``'exp_range'`` (> 0).
+    gamma: the per-update amplitude decay of ``'exp_range'`` (>= 0; read in
+      that mode only, as torch does).
 
   Returns:
     A schedule ``count -> value``.
@@ -495,10 +593,10 @@ def cyclic_momentum_schedule(
     base_momentum: the momentum at the learning-rate peak, in [0, 1].
     max_momentum: the momentum at the start of each cycle, in [0, 1].
     step_size_up: updates in the rising half of the learning rate (>= 1).
-    step_size_down: updates in its falling half (>= 1); ``None`` means
+    step_size_down: updates in its falling half (>= 0); ``None`` means
       ``step_size_up``.
     mode: ``'triangular'``, ``'triangular2'`` or ``'exp_range'``.
-    gamma: the per-update amplitude decay of ``'exp_range'`` (> 0).
+    gamma: the per-update amplitude decay of ``'exp_range'`` (>= 0).
 
   Returns:
     A schedule ``count -> momentum``.
@@ -536,11 +634,12 @@ def _onecycle(
   The phase ends are torch's floats (``pct_start * total_steps - 1``, ...);
   an integer count lies in the first phase whose end it does not exceed, that
   is, whose ``floor(end)`` it does not exceed, which is an integer comparison.
+  The last phase takes the counts after every other end. A phase no count
+  reaches (with ``three_phase`` and ``pct_start > 0.5`` the last; with
+  ``pct_start * total_steps < 1`` the first) is skipped, as in torch.
   """
-  check_int("total_steps", total_steps, 1)
-  check_interval(
-      "pct_start", pct_start, 0.0, 1.0, low_closed=False, high_closed=False
-  )
+  total_steps = _check_count("total_steps", total_steps, 1)
+  check_interval("pct_start", pct_start, 0.0, 1.0)
   check_choice("anneal_strategy", anneal_strategy, _ANNEAL_STRATEGIES)
   warmup_end = float(pct_start * total_steps) - 1
   if three_phase:
@@ -548,15 +647,21 @@ def _onecycle(
   else:
     ends = (warmup_end, total_steps - 1)
   starts = (0.0,) + ends[:-1]
-  # torch divides by each phase's length: a phase must have a positive one.
-  if not all(end > start for start, end in zip(starts, ends)):
-    bound = "1 < pct_start * total_steps"
-    if three_phase:
-      bound += " < (total_steps + 1) / 2"
-    raise ValueError(
-        f"pct_start must give every phase a positive length ({bound}), got"
-        f" pct_start={pct_start!r} with total_steps={total_steps!r}"
-    )
+  # torch divides by the length of the phase a count falls in; it fails
+  # (ZeroDivisionError) only where a count in [0, total_steps) reaches a phase
+  # of length 0, which happens when pct_start * total_steps == 1 exactly.
+  after = -1
+  for index, (start, end) in enumerate(zip(starts, ends)):
+    last = total_steps - 1 if index == len(ends) - 1 else min(
+        math.floor(end), total_steps - 1)
+    if end == start and after + 1 <= last:
+      raise ValueError(
+          "pct_start must not give a phase that a count reaches a length of"
+          " 0 (pct_start * total_steps == 1 exactly, where torch divides by"
+          f" zero), got pct_start={pct_start!r} with"
+          f" total_steps={total_steps!r}"
+      )
+    after = max(after, math.floor(end))
 
   def anneal(start, end, pct):
     if anneal_strategy == "cos":
@@ -565,7 +670,8 @@ def _onecycle(
 
   def schedule(count):
     # torch refuses to step past total_steps; the last value is held instead.
-    count = jnp.minimum(jnp.asarray(count), total_steps - 1)
+    count = jnp.asarray(count)
+    count = jnp.minimum(count, min(total_steps - 1, _int_max(count)))
     step = _as_float(count)
     value = None
     for index in reversed(range(len(ends))):
@@ -574,7 +680,8 @@ def _onecycle(
       if value is None:
         value = piece
       else:
-        value = jnp.where(count <= math.floor(ends[index]), piece, value)
+        value = jnp.where(_less(count, math.floor(ends[index]) + 1), piece,
+                          value)
     return _as_float(value)
 
   return schedule
@@ -605,9 +712,12 @@ def onecycle_schedule(
   Args:
     max_lr: the peak learning rate :math:`\eta_{max}` (>= 0).
     total_steps: :math:`T`, the number of updates in the cycle (integer >= 1).
-    pct_start: the fraction of the cycle spent rising, in (0, 1); each phase
-      must get a positive length (``pct_start * total_steps > 1``, and for
-      ``three_phase`` also ``2 * pct_start * total_steps < total_steps + 1``).
+    pct_start: the fraction of the cycle spent rising, in [0, 1]; as in
+      torch, a phase that no count reaches is skipped (the rise when
+      ``pct_start * total_steps < 1``; with ``three_phase`` the last phase when
+      ``pct_start > 0.5``, so the value ends on the way back down, not at
+      :math:`\eta_{min}`), and ``pct_start * total_steps == 1``, where torch
+      divides by zero, is an error.
     anneal_strategy: ``'cos'`` or ``'linear'``.
     div_factor: :math:`\eta_{init} = \eta_{max} / \mathrm{div\_factor}` (> 0).
     final_div_factor: :math:`\eta_{min} = \eta_{init} /
@@ -680,7 +790,8 @@ def onecycle_momentum_schedule(
 
   Args:
     total_steps: the number of updates in the cycle (integer >= 1).
-    pct_start: the fraction of the cycle spent rising, in (0, 1).
+    pct_start: the fraction of the cycle spent rising, in [0, 1] (see
+      :func:`onecycle_schedule`).
     anneal_strategy: ``'cos'`` or ``'linear'``.
     base_momentum: the momentum at the learning-rate peak, in [0, 1].
     max_momentum: the momentum at the start and end, in [0, 1].
@@ -743,14 +854,17 @@ def trapezoidal_schedule(
   """
   check_non_negative("base_lr", base_lr)
   check_non_negative("max_lr", max_lr)
-  check_int("step_size", step_size, 1)
-  check_int("anneal_start", anneal_start, step_size)
+  step_size = _check_count("step_size", step_size, 1)
+  anneal_start = _check_count("anneal_start", anneal_start, step_size)
 
   def schedule(count):
     count = jnp.asarray(count)
-    up = jnp.clip(count, 0, step_size)
-    down = jnp.clip(count - anneal_start, 0, step_size)
-    fraction = _as_float(up - down) / step_size
+    up = _clip(count, 0, step_size)
+    if _fits(count, anneal_start):
+      down = _clip(count - anneal_start, 0, step_size)
+    else:  # the cool-down never starts
+      down = jnp.zeros_like(count)
+    fraction = _as_float(up - down) / _as_float(step_size)
     return _as_float(base_lr + (max_lr - base_lr) * fraction)
 
   return schedule
@@ -813,11 +927,11 @@ def warmup_stable_decay_schedule(
     [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.2929, 0.134, 0.0, 0.0]
   """
   check_non_negative("peak_value", peak_value)
-  check_int("total_steps", total_steps, 1)
-  check_int("warmup_steps", warmup_steps, 0)
+  total_steps = _check_count("total_steps", total_steps, 1)
+  warmup_steps = _check_count("warmup_steps", warmup_steps, 0)
   if decay_steps is None:
     decay_steps = total_steps // 5
-  check_int("decay_steps", decay_steps, 0)
+  decay_steps = _check_count("decay_steps", decay_steps, 0)
   if warmup_steps + decay_steps > total_steps:
     raise ValueError(
         "warmup_steps + decay_steps must not exceed total_steps, got"
@@ -832,20 +946,23 @@ def warmup_stable_decay_schedule(
   def schedule(count):
     count = jnp.asarray(count)
     warmup = init_value + (peak_value - init_value) * (
-        _as_float(count) / max(warmup_steps, 1)
+        _as_float(count) / _as_float(max(warmup_steps, 1))
     )
     # With decay_steps == 0 the drop to end_value is a step at total_steps.
-    progress = _as_float(jnp.clip(count - decay_start, 0, decay_steps))
-    progress = progress / max(decay_steps, 1)
+    if _fits(count, decay_start):
+      progress = _as_float(_clip(count - decay_start, 0, decay_steps))
+    else:  # the decay never starts
+      progress = jnp.zeros(jnp.shape(count), _float_dtype())
+    progress = progress / _as_float(max(decay_steps, 1))
     if decay_shape == "linear":
       remaining = 1 - progress
     elif decay_shape == "cosine":
       remaining = (1 + jnp.cos(jnp.pi * progress)) / 2
     else:
       remaining = 1 - jnp.sqrt(progress)
-    remaining = jnp.where(count >= total_steps, 0.0, remaining)
+    remaining = jnp.where(_less(count, total_steps), remaining, 0.0)
     decay = end_value + (peak_value - end_value) * remaining
-    return _as_float(jnp.where(count < warmup_steps, warmup, decay))
+    return _as_float(jnp.where(_less(count, warmup_steps), warmup, decay))
 
   return schedule
 
@@ -877,8 +994,8 @@ def per_epoch(schedule: Schedule, steps_per_epoch: int) -> Schedule:
   """
   if not callable(schedule):
     raise ValueError(f"schedule must be callable, got {schedule!r}")
-  check_int("steps_per_epoch", steps_per_epoch, 1)
-  return lambda count: schedule(jnp.asarray(count) // steps_per_epoch)
+  steps_per_epoch = _check_count("steps_per_epoch", steps_per_epoch, 1)
+  return lambda count: schedule(_floor_div(jnp.asarray(count), steps_per_epoch))
 
 
 def sequential_schedule(
@@ -891,12 +1008,17 @@ def sequential_schedule(
     \text{for } m_{i-1} \le t < m_i \quad (m_{-1} = 0)
 
   Each schedule starts again from count 0 at its milestone, as torch restarts
-  each scheduler there. This is ``optax.join_schedules``, after validation.
+  each scheduler there. As in torch, a schedule whose milestone equals the
+  next one never runs, and milestones at or below 0 start their schedule at
+  count 0 (the schedules before it never run). Unlike
+  ``optax.join_schedules``, milestones beyond the count's integer dtype are
+  allowed (they are never reached).
 
   Args:
     schedules: the schedules, in order (at least one).
-    milestones: strictly increasing counts (integers >= 1) at which the next
-      schedule takes over; one fewer than ``schedules``.
+    milestones: non-decreasing counts (integers) at which the next schedule
+      takes over; one fewer than ``schedules``. (torch finds the current
+      schedule by bisection, which assumes this order.)
 
   Returns:
     A schedule ``count -> value``.
@@ -926,6 +1048,21 @@ def sequential_schedule(
         "milestones must hold one fewer entry than schedules, got"
         f" milestones={milestones!r} for {len(schedules)} schedules"
     )
-  _check_milestones("milestones", milestones, 1)
-  joined = optax.join_schedules(schedules, milestones)
-  return lambda count: _as_float(joined(jnp.asarray(count)))
+  milestones = _check_milestones("milestones", milestones)
+  if any(b < a for a, b in zip(milestones, milestones[1:])):
+    raise ValueError(
+        "milestones must be non-decreasing (torch's SequentialLR bisects"
+        f" them), got {milestones!r}"
+    )
+
+  def schedule(count):
+    count = jnp.asarray(count)
+    value = schedules[0](count)
+    for milestone, following in zip(milestones, schedules[1:]):
+      start = max(milestone, 0)
+      if not _fits(count, start):
+        break  # no count of this dtype reaches it, nor the ones after it
+      value = jnp.where(count >= start, following(count - start), value)
+    return _as_float(value)
+
+  return schedule

@@ -1,6 +1,7 @@
 """Writes tests/reference/schedules.npz: lr and momentum values stepped out of torch.
 
-Run: /work/venv/bin/python tests/reference/gen_schedules.py
+Run: PYTHONPATH=. /work/venv-ref/bin/python tests/reference/gen_schedules.py
+(torch 2.13.0; the extra ``reference`` of pyproject.toml).
 
 Every case is an optfree schedule spec, {"fn": name, "kwargs": {...}} (nested for
 sequential_schedule and per_epoch), and the values torch gives the optimizer
@@ -11,6 +12,13 @@ torch's defaults, so the tests also check that optfree's defaults are torch's.
 Schedules torch has no class for (trapezoidal, warmup-stable-decay) are built
 from SequentialLR of torch's LinearLR, ConstantLR, CosineAnnealingLR and
 LambdaLR. The specs go into the file as JSON under "cases".
+
+Inputs that torch accepts although they look degenerate (repeated, unsorted
+or negative milestones, ``step_size_down=0``, a OneCycle phase that no count
+reaches, ``gamma=0``, ``total_iters <= 0``) are cases like any other. Inputs
+that optfree rejects are in REJECTED: for each, what torch does with the same
+input goes into the file under "rejected" (its exception, or the values it
+gave), so the tests can tell "torch fails too" from "torch accepts".
 """
 
 import json
@@ -215,6 +223,123 @@ CASES = {
              decay_shape="1-sqrt"),
         60,
     ),
+    # Inputs torch accepts that look degenerate (issue 14).
+    "multistep_repeated": (
+        spec("multistep_schedule", init_value=0.1, milestones=[3, 3, 7, 7, 7],
+             gamma=0.5),
+        15,
+    ),
+    "multistep_unsorted_negative": (
+        spec("multistep_schedule", init_value=0.1, milestones=[9, -2, 4, 0],
+             gamma=0.5),
+        15,
+    ),
+    "multistep_gamma_0": (
+        spec("multistep_schedule", init_value=0.1, milestones=[3], gamma=0.0), 8,
+    ),
+    "step_gamma_0": (spec("step_schedule", init_value=0.1, step_size=3, gamma=0.0), 8),
+    "exponential_gamma_0": (spec("exponential_schedule", init_value=0.1, gamma=0.0), 5),
+    "exponential_gamma_above_1": (
+        spec("exponential_schedule", init_value=0.01, gamma=1.05), 40,
+    ),
+    "constant_factor_total_0": (
+        spec("constant_factor_schedule", init_value=0.1, factor=0.5, total_steps=0), 8,
+    ),
+    "constant_factor_total_negative": (
+        spec("constant_factor_schedule", init_value=0.1, factor=0.5, total_steps=-3), 8,
+    ),
+    "linear_factor_total_0": (
+        spec("linear_factor_schedule", init_value=0.1, start_factor=0.5,
+             total_steps=0),
+        8,
+    ),
+    "polynomial_total_0": (
+        spec("polynomial_decay_schedule", init_value=0.1, total_steps=0), 8,
+    ),
+    "cosine_eta_min_above_init": (
+        spec("cosine_annealing_schedule", init_value=0.1, t_max=6, eta_min=0.3), 30,
+    ),
+    "cyclic_sawtooth": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=4,
+             step_size_down=0),
+        20,
+    ),
+    "cyclic_sawtooth_triangular2": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=3,
+             step_size_down=0, mode="triangular2"),
+        20,
+    ),
+    "cyclic_momentum_sawtooth": (
+        spec("cyclic_momentum_schedule", step_size_up=5, step_size_down=0), 20,
+    ),
+    "cyclic_base_above_max": (
+        spec("cyclic_schedule", base_lr=0.1, max_lr=0.01, step_size_up=3), 20,
+    ),
+    "cyclic_exp_range_gamma_0": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=3,
+             mode="exp_range", gamma=0.0),
+        10,
+    ),
+    "cyclic_triangular_gamma_ignored": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=3,
+             gamma=-2.0),
+        10,
+    ),
+    "onecycle_three_phase_pct_above_half": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=30, pct_start=0.6,
+             three_phase=True),
+        30,
+    ),
+    "onecycle_three_phase_pct_half": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=21, pct_start=0.5,
+             anneal_strategy="linear", three_phase=True),
+        21,
+    ),
+    "onecycle_momentum_three_phase_pct_above_half": (
+        spec("onecycle_momentum_schedule", total_steps=30, pct_start=0.7,
+             three_phase=True),
+        30,
+    ),
+    "onecycle_pct_0": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=12, pct_start=0.0), 12,
+    ),
+    "onecycle_pct_1": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=12, pct_start=1.0), 12,
+    ),
+    "onecycle_rise_shorter_than_one_step": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=10, pct_start=0.05), 10,
+    ),
+    "onecycle_total_1": (spec("onecycle_schedule", max_lr=0.1, total_steps=1), 1),
+    "onecycle_total_2": (spec("onecycle_schedule", max_lr=0.1, total_steps=2), 2),
+    "sequential_repeated_milestones": (
+        spec("sequential_schedule",
+             schedules=[spec("constant_factor_schedule", init_value=0.1,
+                             factor=0.5, total_steps=2),
+                        spec("exponential_schedule", init_value=0.1, gamma=0.5),
+                        spec("step_schedule", init_value=0.1, step_size=2,
+                             gamma=0.5)],
+             milestones=[3, 3]),
+        15,
+    ),
+    "sequential_milestone_0": (
+        spec("sequential_schedule",
+             schedules=[spec("constant_factor_schedule", init_value=0.1,
+                             factor=0.5, total_steps=2),
+                        spec("exponential_schedule", init_value=0.1, gamma=0.5),
+                        spec("step_schedule", init_value=0.1, step_size=2,
+                             gamma=0.5)],
+             milestones=[0, 6]),
+        15,
+    ),
+    "sequential_negative_milestone": (
+        spec("sequential_schedule",
+             schedules=[spec("constant_factor_schedule", init_value=0.1,
+                             factor=0.5, total_steps=2),
+                        spec("linear_factor_schedule", init_value=0.1,
+                             start_factor=0.2, total_steps=4)],
+             milestones=[-3]),
+        10,
+    ),
     "wsd_no_stable": (
         spec("warmup_stable_decay_schedule", peak_value=0.1, total_steps=30,
              warmup_steps=10, decay_steps=20, init_value=0.001, end_value=0.01,
@@ -332,7 +457,12 @@ def make_scheduler(optimizer, case):
 
 
 def run(case, num_counts):
-  """Values of the optimizer's lr (or betas[0]) before each optimizer step."""
+  """Values of the optimizer's lr (or betas[0]) before each optimizer step.
+
+  The scheduler steps between two recorded values only: its step after the
+  last update computes a value no update uses (and OneCycleLR with
+  ``pct_start=1`` divides by zero there).
+  """
   import torch  # pylint: disable=g-import-not-at-top
   param = torch.zeros(1, dtype=torch.float64, requires_grad=True)
   optimizer = torch.optim.Adam([param], lr=initial_lr(case))
@@ -349,9 +479,123 @@ def run(case, num_counts):
     values.append(group["betas"][0] if momentum else group["lr"])
     param.grad = torch.ones_like(param)
     optimizer.step()
-    if (count + 1) % steps_per_epoch == 0:
+    if (count + 1) % steps_per_epoch == 0 and count + 1 < num_counts:
       scheduler.step()
   return np.asarray(values, dtype=np.float64)
+
+
+# Inputs optfree rejects (name -> spec, counts to run), with what torch does.
+# The tests require optfree's ValueError, and check here what torch did: most
+# fail in torch too; the rest torch accepts and the tests list why optfree
+# does not (see REJECTED_THOUGH_TORCH_ACCEPTS in tests/test_schedules.py).
+REJECTED = {
+    "step_size_0": (spec("step_schedule", init_value=0.1, step_size=0), 5),
+    "step_negative_init": (spec("step_schedule", init_value=-0.1, step_size=3), 5),
+    "step_size_float": (spec("step_schedule", init_value=0.1, step_size=2.5), 8),
+    "step_size_negative": (spec("step_schedule", init_value=0.1, step_size=-3), 8),
+    "step_gamma_negative": (
+        spec("step_schedule", init_value=0.1, step_size=3, gamma=-0.5), 8,
+    ),
+    "multistep_float_milestone": (
+        spec("multistep_schedule", init_value=0.1, milestones=[2.5]), 5,
+    ),
+    "constant_factor_above_1": (
+        spec("constant_factor_schedule", init_value=0.1, factor=1.5), 5,
+    ),
+    "constant_factor_negative": (
+        spec("constant_factor_schedule", init_value=0.1, factor=-0.1), 5,
+    ),
+    "linear_start_factor_0": (
+        spec("linear_factor_schedule", init_value=0.1, start_factor=0.0), 5,
+    ),
+    "linear_end_factor_negative": (
+        spec("linear_factor_schedule", init_value=0.1, end_factor=-0.5), 5,
+    ),
+    "polynomial_power_negative": (
+        spec("polynomial_decay_schedule", init_value=0.1, power=-1.0), 8,
+    ),
+    "cosine_t_max_0": (spec("cosine_annealing_schedule", init_value=0.1, t_max=0), 5),
+    "cosine_t_max_negative": (
+        spec("cosine_annealing_schedule", init_value=0.1, t_max=-4), 10,
+    ),
+    "cosine_eta_min_negative": (
+        spec("cosine_annealing_schedule", init_value=0.1, t_max=5, eta_min=-0.01), 10,
+    ),
+    "warm_restarts_t_0_0": (
+        spec("cosine_warm_restarts_schedule", init_value=0.1, t_0=0), 5,
+    ),
+    "warm_restarts_t_mult_0": (
+        spec("cosine_warm_restarts_schedule", init_value=0.1, t_0=5, t_mult=0), 5,
+    ),
+    "warm_restarts_t_mult_float": (
+        spec("cosine_warm_restarts_schedule", init_value=0.1, t_0=5, t_mult=1.5), 5,
+    ),
+    "cyclic_step_size_up_0": (
+        spec("cyclic_schedule", base_lr=0.1, max_lr=1.0, step_size_up=0), 5,
+    ),
+    "cyclic_step_sizes_float": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=2.5,
+             step_size_down=1.5),
+        10,
+    ),
+    "cyclic_mode_unknown": (
+        spec("cyclic_schedule", base_lr=0.1, max_lr=1.0, mode="sine"), 5,
+    ),
+    "cyclic_exp_range_gamma_negative": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=3,
+             mode="exp_range", gamma=-0.5),
+        8,
+    ),
+    "onecycle_total_0": (spec("onecycle_schedule", max_lr=0.1, total_steps=0), 5),
+    "onecycle_pct_above_1": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=100, pct_start=1.2), 5,
+    ),
+    "onecycle_empty_first_phase": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=10, pct_start=0.1), 5,
+    ),
+    "onecycle_empty_first_phase_three_phase": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=20, pct_start=0.05,
+             three_phase=True),
+        5,
+    ),
+    "onecycle_anneal_unknown": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=100,
+             anneal_strategy="cosine"),
+        5,
+    ),
+    "onecycle_div_factor_0": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=100, div_factor=0.0), 5,
+    ),
+    "onecycle_final_div_factor_0": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=100,
+             final_div_factor=0.0),
+        5,
+    ),
+    "sequential_decreasing_milestones": (
+        spec("sequential_schedule",
+             schedules=[spec("constant_factor_schedule", init_value=0.1,
+                             factor=0.5, total_steps=2),
+                        spec("exponential_schedule", init_value=0.1, gamma=0.5),
+                        spec("step_schedule", init_value=0.1, step_size=2,
+                             gamma=0.5)],
+             milestones=[6, 3]),
+        10,
+    ),
+    "sequential_milestone_count": (
+        spec("sequential_schedule",
+             schedules=[spec("exponential_schedule", init_value=0.1, gamma=0.5)] * 2,
+             milestones=[]),
+        5,
+    ),
+}
+
+
+def torch_outcome(case, num_counts):
+  """torch's exception on a case ("ZeroDivisionError: ..."), or its values."""
+  try:
+    return {"values": run(case, num_counts).tolist()}
+  except Exception as error:  # pylint: disable=broad-except
+    return {"error": f"{type(error).__name__}: {error}"}
 
 
 ADAM_ONECYCLE = {"max_lr": 0.05, "total_steps": 40, "pct_start": 0.25,
@@ -418,10 +662,13 @@ def main():
   torch.manual_seed(0)
   arrays = {name: run(case, n) for name, (case, n) in CASES.items()}
   cases = {name: case for name, (case, _) in CASES.items()}
+  rejected = {name: {"spec": case, **torch_outcome(case, n)}
+              for name, (case, n) in REJECTED.items()}
   meta = (f"torch {torch.__version__}, numpy {np.__version__},"
           f" python {platform.python_version()}; written by"
           " tests/reference/gen_schedules.py")
   np.savez_compressed(OUT, meta=np.array(meta), cases=np.array(json.dumps(cases)),
+                      rejected=np.array(json.dumps(rejected)),
                       **arrays, **adam_onecycle_trajectory(), **cosine_long_run())
   print(f"wrote {OUT} ({OUT.stat().st_size} bytes, {len(arrays)} cases)")
 
