@@ -4,8 +4,11 @@
 paper's small CNN once per optimizer with a progress bar, prints a table
 (final test accuracy and loss, training steps per second, optimizer-state
 size) and writes a plot of test accuracy against steps with a JSON of the same
-numbers next to it. The numbers other than the timings are deterministic given
-``--seed``. Needs the ``examples`` extra (flax, matplotlib, mnist1d, tqdm).
+numbers next to it, by default into the current directory (``--out``). Given
+``--seed``, the numbers other than the timings are bit-identical from run to
+run on one machine; on another CPU their last digits may differ (XLA's CPU
+kernels round differently). Needs the ``examples`` extra (flax, matplotlib,
+mnist1d, tqdm).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
       help=("comma-separated names among "
             f"{', '.join(_demo_models.OPTIMIZERS)} (default %(default)s)"))
   parser.add_argument("--out", default="optfree-demo.png",
-                      help="the plot; the JSON goes next to it (.json)")
+                      help=("the plot (default: %(default)s, in the current"
+                            " directory); the JSON goes next to it (.json)"))
   parser.add_argument("--seed", type=int, default=0,
                       help="seed of initialization and batch order")
   parser.add_argument("--batch-size", type=int, default=128)

@@ -46,7 +46,12 @@ def test_report_has_curves_and_horizon_values_per_optimizer(run):
     assert set(result["at_horizon"]) == {"2", "4", "8"}
     assert result["final"] == result["at_horizon"]["8"]
     assert result["best_lr"] in result["lr_grid"]
-    # The seed-0 run of the seed phase repeats the grid's run bit for bit.
+    # What is deterministic: on one machine, the seed-0 run of the seed phase
+    # repeats the grid's seed-0 run bit for bit (same data, initialization,
+    # batch order and compiled program). Across CPUs only the last digits of
+    # the published numbers may differ (XLA's CPU kernels round differently
+    # with another vector width or fused multiply-add); a single process can
+    # only check the first claim.
     assert result["seed0_repeat_identical"]
 
 
