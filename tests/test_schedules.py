@@ -730,20 +730,38 @@ def test_warmup_stable_decay_default_decays_over_the_last_fifth():
 
 REJECTED = json.loads(str(GOLDEN["rejected"]))
 # Inputs torch runs on (it checks none of these) that optfree still rejects.
+NEGATIVE_RATES = "negative learning rates, which torch checks only in the"\
+                 " optimizer's constructor"
+SIGN_FLIPS = "learning rates of alternating sign (a negative gamma)"
+FLOAT_COUNT = ("a non-integer count, which torch's int-typed argument only"
+               " tolerates by accident of float arithmetic")
 REJECTED_THOUGH_TORCH_ACCEPTS = {
-    "step_size_float": "a step size of 2.5 decays at the counts divisible by"
-                       " 2.5 (5, 10, ...): an accident of the % operator",
-    "step_size_negative": "a negative step size acts as its absolute value;"
-                          " meaningless, and likely a sign error",
-    "step_gamma_negative": "learning rates of alternating sign",
-    "multistep_float_milestone": "a milestone of 2.5 is silently never"
-                                 " reached",
+    "step_size_float": FLOAT_COUNT + " (2.5 decays at 5, 10, ...)",
+    "step_size_negative": "a negative step size acts as its absolute value",
+    "step_gamma_negative": SIGN_FLIPS,
+    "multistep_gamma_negative": SIGN_FLIPS,
+    "multistep_float_milestone": FLOAT_COUNT + " (never reached)",
+    "exponential_gamma_negative": SIGN_FLIPS,
+    "constant_factor_total_float": FLOAT_COUNT,
+    "linear_total_float": FLOAT_COUNT,
+    "polynomial_total_float": FLOAT_COUNT,
+    "cosine_t_max_float": FLOAT_COUNT,
     "cosine_t_max_negative": "a negative period acts as its absolute value",
-    "cosine_eta_min_negative": "negative learning rates",
-    "cyclic_step_sizes_float": "CyclicLR's fractional step sizes need float"
-                               " cycle arithmetic; optfree's is integer, so"
-                               " that no boundary moves in float32",
-    "cyclic_exp_range_gamma_negative": "learning rates of alternating sign",
+    "cosine_eta_min_negative": NEGATIVE_RATES,
+    "warm_restarts_eta_min_negative": NEGATIVE_RATES,
+    "cyclic_base_lr_negative": NEGATIVE_RATES,
+    "cyclic_max_lr_negative": NEGATIVE_RATES,
+    "cyclic_step_size_up_negative": "negative step sizes",
+    "cyclic_step_size_down_negative": "negative step sizes",
+    "cyclic_step_sizes_float": FLOAT_COUNT + "; optfree's cycle arithmetic"
+                               " is in integers, so that no boundary moves in"
+                               " float32",
+    "cyclic_exp_range_gamma_negative": SIGN_FLIPS,
+    "cyclic_momentum_above_1": "a momentum above 1 (Adam's betas[0] >= 1)",
+    "onecycle_max_lr_negative": NEGATIVE_RATES,
+    "onecycle_div_factor_negative": NEGATIVE_RATES,
+    "onecycle_final_div_factor_negative": NEGATIVE_RATES,
+    "onecycle_momentum_negative": "a negative momentum",
     "sequential_decreasing_milestones": "torch bisects the milestones as a"
                                         " sorted list: [6, 3] acts as [3, 3]",
 }

@@ -248,6 +248,15 @@ CASES = {
     "constant_factor_total_negative": (
         spec("constant_factor_schedule", init_value=0.1, factor=0.5, total_steps=-3), 8,
     ),
+    "linear_factor_total_negative": (
+        spec("linear_factor_schedule", init_value=0.1, start_factor=0.25,
+             total_steps=-4),
+        8,
+    ),
+    "polynomial_total_negative": (
+        spec("polynomial_decay_schedule", init_value=0.1, total_steps=-2, power=2.0),
+        8,
+    ),
     "linear_factor_total_0": (
         spec("linear_factor_schedule", init_value=0.1, start_factor=0.5,
              total_steps=0),
@@ -362,8 +371,11 @@ def initial_lr(case):
     return initial_lr(kwargs["schedule"])
   if case["fn"] == "warmup_stable_decay_schedule":
     return kwargs["peak_value"]
-  # Trapezoidal's LinearLR factors scale max_lr; CyclicLR and OneCycleLR set
-  # the lr themselves.
+  if case["fn"] in ("cyclic_schedule", "onecycle_schedule"):
+    # CyclicLR and OneCycleLR overwrite the optimizer's lr, which then only
+    # has to pass Adam's check (lr >= 0) when their own lr is negative.
+    return abs(kwargs.get("base_lr", kwargs.get("max_lr")))
+  # Trapezoidal's LinearLR factors scale max_lr.
   for name in ("init_value", "max_lr", "base_lr"):
     if name in kwargs:
       return kwargs[name]
@@ -495,6 +507,70 @@ REJECTED = {
     "step_size_negative": (spec("step_schedule", init_value=0.1, step_size=-3), 8),
     "step_gamma_negative": (
         spec("step_schedule", init_value=0.1, step_size=3, gamma=-0.5), 8,
+    ),
+    "multistep_gamma_negative": (
+        spec("multistep_schedule", init_value=0.1, milestones=[2], gamma=-0.5), 5,
+    ),
+    "exponential_gamma_negative": (
+        spec("exponential_schedule", init_value=0.1, gamma=-0.5), 5,
+    ),
+    "constant_factor_total_float": (
+        spec("constant_factor_schedule", init_value=0.1, factor=0.5,
+             total_steps=2.5),
+        6,
+    ),
+    "linear_total_float": (
+        spec("linear_factor_schedule", init_value=0.1, total_steps=2.5), 6,
+    ),
+    "linear_start_factor_above_1": (
+        spec("linear_factor_schedule", init_value=0.1, start_factor=1.5), 5,
+    ),
+    "polynomial_total_float": (
+        spec("polynomial_decay_schedule", init_value=0.1, total_steps=2.5), 6,
+    ),
+    "cosine_t_max_float": (
+        spec("cosine_annealing_schedule", init_value=0.1, t_max=2.5), 8,
+    ),
+    "warm_restarts_t_0_float": (
+        spec("cosine_warm_restarts_schedule", init_value=0.1, t_0=2.5), 5,
+    ),
+    "warm_restarts_eta_min_negative": (
+        spec("cosine_warm_restarts_schedule", init_value=0.1, t_0=3,
+             eta_min=-0.01),
+        6,
+    ),
+    "cyclic_base_lr_negative": (
+        spec("cyclic_schedule", base_lr=-0.01, max_lr=0.1, step_size_up=3), 6,
+    ),
+    "cyclic_max_lr_negative": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=-0.1, step_size_up=3), 6,
+    ),
+    "cyclic_step_size_up_negative": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=-3), 6,
+    ),
+    "cyclic_step_size_down_negative": (
+        spec("cyclic_schedule", base_lr=0.01, max_lr=0.1, step_size_up=3,
+             step_size_down=-1),
+        6,
+    ),
+    "cyclic_momentum_above_1": (
+        spec("cyclic_momentum_schedule", base_momentum=0.9, max_momentum=1.5,
+             step_size_up=3),
+        6,
+    ),
+    "onecycle_max_lr_negative": (
+        spec("onecycle_schedule", max_lr=-0.1, total_steps=10), 10,
+    ),
+    "onecycle_div_factor_negative": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=10, div_factor=-25.0), 10,
+    ),
+    "onecycle_final_div_factor_negative": (
+        spec("onecycle_schedule", max_lr=0.1, total_steps=10,
+             final_div_factor=-1e4),
+        10,
+    ),
+    "onecycle_momentum_negative": (
+        spec("onecycle_momentum_schedule", total_steps=10, base_momentum=-0.5), 10,
     ),
     "multistep_float_milestone": (
         spec("multistep_schedule", init_value=0.1, milestones=[2.5]), 5,
