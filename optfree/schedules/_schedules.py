@@ -109,8 +109,12 @@ def _check_count(name: str, value, minimum: float = -math.inf):
 
 
 def _check_milestones(name: str, milestones: Sequence[int]) -> tuple:
-  return tuple(_check_count(f"{name}[{index}]", milestone)
-               for index, milestone in enumerate(milestones))
+  milestones = tuple(milestones)
+  try:
+    return tuple(_check_count(f"{name}[{index}]", milestone)
+                 for index, milestone in enumerate(milestones))
+  except ValueError as error:
+    raise ValueError(f"{error} (in {name}={milestones!r})") from None
 
 
 def step_schedule(
