@@ -462,7 +462,8 @@ def cosine_warm_restarts_schedule(
 
   def cycle_table(dtype):
     """Starts S_i that the dtype holds, and the lengths T_i, of the cycles."""
-    limit = _int_max(jnp.zeros((), dtype))
+    # (Float counts, outside the contract, get the starts below 2**63.)
+    limit = min(_int_max(jnp.zeros((), dtype)), 2**63)
     starts, lengths, start, length = [], [], 0, t_0
     while start <= limit:
       starts.append(start)
