@@ -181,7 +181,7 @@ def _not_recomputed(paths: Iterable[str], how: str) -> ValueError:
   )
 
 
-def _failing_paths(check: Callable[..., bool], *trees: Any) -> list[str]:
+def _failing_paths(check: Callable[..., Any], *trees: Any) -> list[str]:
   """Paths of the leaves (of the first tree) where ``check`` is false."""
   passed = jax.tree.map(lambda *leaves: bool(check(*leaves)), *trees)
   return [
