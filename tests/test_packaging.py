@@ -7,7 +7,6 @@ build` builds them for a release: the sdist first, then the wheel from the
 unpacked sdist, so the sdist must hold everything the build needs.
 """
 
-import importlib.metadata
 import pathlib
 import re
 import shutil
@@ -189,8 +188,3 @@ def test_readme_quickstart_runs_from_the_installed_wheel(
   # What tests/test_readme.py checks of the same block: it trains.
   losses = [float(v) for v in re.findall(r"\d+\.\d+", result.stdout)]
   assert len(losses) == 2 and max(losses) < 0.25, result.stdout
-
-
-def test_installed_metadata_of_this_environment_is_current():
-  """The editable install's metadata carries the version from __init__."""
-  assert importlib.metadata.version("optfree") == optfree.__version__
