@@ -16,7 +16,7 @@ import functools
 import pathlib
 import sys
 import sysconfig
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import flax.linen as nn
 import jax
@@ -347,7 +347,8 @@ OPTIMIZERS = {
 
 
 def _loss(model: nn.Module, params, x, y):
-  return loss_and_accuracy(model.apply(params, x), y)
+  # Without mutable=, apply returns the output alone.
+  return loss_and_accuracy(cast(jax.Array, model.apply(params, x)), y)
 
 
 @functools.lru_cache(maxsize=None)
@@ -397,7 +398,7 @@ def _compiled_evaluation(task: Task, schedule_free: bool):
   def evaluate(params, opt_state, x, y):
     if schedule_free:
       params = optfree.eval_params(opt_state, params)
-    logits = task.model.apply(params, x)
+    logits = cast(jax.Array, task.model.apply(params, x))
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = logits.argmax(-1) == y
     split = lambda a: (a[:num_val].mean(), a[num_val:].mean())

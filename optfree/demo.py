@@ -58,7 +58,8 @@ def train_one(task, spec, steps: int, seed: int, eval_every: int,
   from optfree import _demo_models  # pylint: disable=import-outside-toplevel
 
   runs = _demo_models.Runs(task, spec, [spec.learning_rate], [seed], steps)
-  curve = {"step": [], "test_loss": [], "test_accuracy": []}
+  curve: dict[str, list[float]] = {
+      "step": [], "test_loss": [], "test_accuracy": []}
   first_chunk_s = 0.0
   train_s = 0.0
   while runs.step < steps:

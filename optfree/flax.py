@@ -165,12 +165,30 @@ def _call_model(model: nnx.Module, batch: Any) -> Any:
   return model(batch)
 
 
-@functools.partial(nnx.jit, static_argnums=0)
+@nnx.jit(static_argnums=0)
 def _nnx_batch_statistics(
     forward: Callable[[nnx.Module, Any], Any], model: nnx.Module, batch: Any
 ) -> Any:
   forward(model, batch)
   return nnx.as_pure(nnx.state(model, nnx.BatchStat))
+
+
+def _not_recomputed(paths: Iterable[str], how: str) -> ValueError:
+  return ValueError(
+      "recompute_batch_stats: the statistics at "
+      f"{', '.join(paths)} were not recomputed: the forward pass did not "
+      f"update them. {how}"
+  )
+
+
+def _failing_paths(check: Callable[..., Any], *trees: Any) -> list[str]:
+  """Paths of the leaves (of the first tree) where ``check`` is false."""
+  passed = jax.tree.map(lambda *leaves: bool(check(*leaves)), *trees)
+  return [
+      jax.tree_util.keystr(path)
+      for path, ok in jax.tree_util.tree_leaves_with_path(passed)
+      if not ok
+  ]
 
 
 def _recompute_nnx(
@@ -184,6 +202,10 @@ def _recompute_nnx(
   )
   if not batch_norm_paths:
     raise ValueError("recompute_batch_stats: the model has no nnx.BatchNorm.")
+
+  def of_batch_norms(state: Any) -> Any:
+    return nnx.filter_state(state, lambda path, _: path[:-1] in batch_norm_paths)
+
   before = nnx.as_pure(nnx.state(model, nnx.BatchStat))
   # With momentum 0 each BatchNorm stores exactly the current batch's mean and
   # variance; averaging them over the batches weights every batch equally.
@@ -191,20 +213,38 @@ def _recompute_nnx(
   view = nnx.with_attributes(
       model, only=nnx.BatchNorm, use_running_average=False, momentum=0.0
   )
+
+  def statistics_from(fill: Callable[[Any], Any], batch: Any) -> Any:
+    nnx.update(model, jax.tree.map(fill, of_batch_norms(before)))
+    return _nnx_batch_statistics(forward, view, batch)
+
   total, count = None, 0
-  for batch in batches:
-    statistics = _nnx_batch_statistics(forward, view, batch)
-    total = statistics if total is None else jax.tree.map(
-        jnp.add, total, statistics
-    )
-    count += 1
+  try:
+    for batch in batches:
+      statistics = statistics_from(jnp.zeros_like, batch)
+      if total is None:
+        # A BatchNorm that forward does not run in training mode (not called,
+        # or called with use_running_average=True) returns what it held, so
+        # a second pass from ones finds it out.
+        unwritten = _failing_paths(
+            functools.partial(jnp.array_equal, equal_nan=True),
+            of_batch_norms(statistics),
+            of_batch_norms(statistics_from(jnp.ones_like, batch)),
+        )
+        if unwritten:
+          raise _not_recomputed(unwritten, (
+              "forward(model, batch) must call every nnx.BatchNorm, without "
+              "use_running_average=True."))
+        total = statistics
+      else:
+        total = jax.tree.map(jnp.add, total, statistics)
+      count += 1
+  finally:
+    nnx.update(model, before)
   if count == 0:
     raise ValueError("recompute_batch_stats: batches is empty.")
-  averages = nnx.filter_state(
-      total, lambda path, _: path[:-1] in batch_norm_paths
-  )
   # Statistics of other modules (a custom BatchStat) are left as they were.
-  nnx.update(model, before, jax.tree.map(lambda s: s / count, averages))
+  nnx.update(model, jax.tree.map(lambda s: s / count, of_batch_norms(total)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -239,24 +279,41 @@ def _recompute_linen(
       _linen_batch_statistics, apply_fn, tuple(sorted(apply_kwargs.items())),
       other,
   )
-  zeros = jax.tree.map(jnp.zeros_like, stale)
   # A linen BatchNorm updates ra <- m * ra + (1 - m) * stat with its own
-  # momentum m. From ra = 0 it returns (1 - m) * stat; from ra = 1 it returns
-  # m + (1 - m) * stat. The difference of the two runs is m, per leaf, without
-  # access to the module's attributes.
-  total, new_weight, count = None, None, 0
+  # momentum m. From ra = 0 it returns (1 - m) * stat; from ra = R it returns
+  # m * R + (1 - m) * stat, which gives m per leaf without access to the
+  # module's attributes. R of the size of (1 - m) * stat keeps the rounding
+  # of the second pass at float precision in m (from ra = 1, statistics of
+  # 1e5 lost three digits).
+  def new_weight(decayed: Any, batch: Any) -> Any:
+    scale = jax.tree.map(lambda d: jnp.maximum(jnp.abs(d), 1), decayed)
+    from_scale = statistics(scale, batch)
+    return jax.tree.map(
+        lambda d, r, s: 1 - (r - d) / s, decayed, from_scale, scale
+    )
+
+  zeros = jax.tree.map(jnp.zeros_like, stale)
+  total, weight, count = None, None, 0
   for batch in batches:
     decayed = statistics(zeros, batch)
     if total is None:
+      weight = new_weight(decayed, batch)
+      # 1 - m is 0 where apply_fn left the statistics as they were (BatchNorm
+      # in evaluation mode): dividing by it would give NaN.
+      unwritten = _failing_paths(lambda w: jnp.all(w > 0), weight)
+      if unwritten:
+        raise _not_recomputed(unwritten, (
+            "Pass the keyword argument of apply_fn that puts BatchNorm in "
+            "training mode, e.g. recompute_batch_stats(state.apply_fn, "
+            "batches, variables=..., train=True); each leaf must be updated "
+            "as m * ra + (1 - m) * stat with m < 1."))
       total = decayed
-      from_ones = statistics(jax.tree.map(jnp.ones_like, stale), batch)
-      new_weight = jax.tree.map(lambda a, b: 1 - (b - a), decayed, from_ones)
     else:
       total = jax.tree.map(jnp.add, total, decayed)
     count += 1
   if count == 0:
     raise ValueError("recompute_batch_stats: batches is empty.")
-  return jax.tree.map(lambda t, w: t / (count * w), total, new_weight)
+  return jax.tree.map(lambda t, w: t / (count * w), total, weight)
 
 
 def recompute_batch_stats(
@@ -311,8 +368,12 @@ def recompute_batch_stats(
     ``None`` for NNX (the model is updated), the new ``batch_stats`` for linen.
 
   Raises:
-    ValueError: when ``batches`` is empty, the NNX model has no BatchNorm, or
-      the linen ``variables`` has no ``'batch_stats'``.
+    ValueError: when ``batches`` is empty, the NNX model has no BatchNorm, the
+      linen ``variables`` has no ``'batch_stats'``, or some statistics were
+      not recomputed because the pass did not run their BatchNorm in training
+      mode (linen: ``apply_kwargs`` lack e.g. ``train=True``; NNX: ``forward``
+      does not call the BatchNorm, or calls it with
+      ``use_running_average=True``). The error names their paths.
 
   References:
     Defazio et al., `The Road Less Scheduled

@@ -70,7 +70,7 @@ class ScheduleFreeState(NamedTuple):
   float64), never in the params' dtype.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
   lr_max: jax.Array
   weight_sum: jax.Array
   weight_sum_compensation: jax.Array

@@ -356,6 +356,94 @@ def test_recompute_rejects_bad_input():
         variables={"params": variables["params"]}, train=True)
 
 
+class _LinenEvalByDefaultNet(nn.Module):
+  """BatchNorm in evaluation mode unless train=True; one always frozen."""
+  frozen_second: bool = False
+
+  @nn.compact
+  def __call__(self, inputs, train: bool = False):
+    hidden = nn.BatchNorm(use_running_average=not train)(nn.Dense(HIDDEN)(inputs))
+    frozen = self.frozen_second or not train
+    return nn.BatchNorm(use_running_average=frozen)(nn.Dense(CLASSES)(hidden))
+
+
+def test_linen_recompute_without_training_mode_raises():
+  """Issue 14.2: without train=True the statistics came back all NaN."""
+  module = _LinenEvalByDefaultNet()
+  (inputs, _), _ = _classification_data()
+  variables = module.init(jax.random.key(0), inputs[:BATCH])
+  with pytest.raises(ValueError, match=(
+      r"\['BatchNorm_0'\]\['mean'\].*\['BatchNorm_1'\]\['var'\] were not "
+      r"recomputed.*train=True")):
+    optfree.flax.recompute_batch_stats(
+        module.apply, [inputs[:BATCH]], variables=variables)
+
+
+def test_linen_recompute_names_the_statistics_left_alone():
+  module = _LinenEvalByDefaultNet(frozen_second=True)
+  (inputs, _), _ = _classification_data()
+  variables = module.init(jax.random.key(0), inputs[:BATCH])
+  with pytest.raises(ValueError, match="recomputed") as error:
+    optfree.flax.recompute_batch_stats(
+        module.apply, [inputs[:BATCH]], variables=variables, train=True)
+  assert "BatchNorm_1" in str(error.value)
+  assert "BatchNorm_0" not in str(error.value)
+
+
+def test_linen_recompute_keeps_float32_precision_for_large_statistics():
+  """The momentum is found from a second pass; from ra = 1 it lost digits."""
+  module = nn.BatchNorm(use_running_average=False)
+  rng = np.random.default_rng(0)
+  batches = [jnp.asarray(rng.normal(size=(BATCH, DIM)) * 1e3 + 3e3, jnp.float32)
+             for _ in range(2)]
+  variables = module.init(jax.random.key(0), batches[0])
+  stats = optfree.flax.recompute_batch_stats(
+      module.apply, batches, variables=variables)
+  float64 = [np.asarray(b, np.float64) for b in batches]
+  np.testing.assert_allclose(
+      stats["mean"], np.mean([b.mean(0) for b in float64], 0), rtol=2e-5)
+  np.testing.assert_allclose(
+      stats["var"], np.mean([b.var(0) for b in float64], 0), rtol=2e-5)
+
+
+class _NnxCallTimeModeNet(nnx.Module):
+  """Its BatchNorms take the mode at call time, as many NNX models do."""
+
+  def __init__(self, rngs):
+    self.first = nnx.BatchNorm(DIM, rngs=rngs)
+    self.second = nnx.BatchNorm(DIM, rngs=rngs)
+
+  def __call__(self, inputs, train=False, second=True):
+    hidden = self.first(inputs, use_running_average=not train)
+    return self.second(hidden, use_running_average=not train) if second else hidden
+
+
+@pytest.mark.parametrize("forward, stale", [
+    (None, ("first", "second")),  # model(batch): evaluation mode
+    (lambda model, batch: model(batch, train=True, second=False), ("second",)),
+], ids=["evaluation-mode", "not-called"])
+def test_nnx_recompute_raises_when_a_batch_norm_is_not_run_in_training_mode(
+    forward, stale):
+  model = _NnxCallTimeModeNet(nnx.Rngs(0))
+  (inputs, _), _ = _classification_data()
+  model.first.mean[...] = jnp.full((DIM,), 7.0)
+  before = nnx.as_pure(nnx.state(model, nnx.BatchStat))
+  with pytest.raises(ValueError, match="were not recomputed") as error:
+    optfree.flax.recompute_batch_stats(model, [inputs[:BATCH]], forward=forward)
+  assert [name for name in ("first", "second") if name in str(error.value)] == list(stale)
+  _assert_trees_equal(nnx.as_pure(nnx.state(model, nnx.BatchStat)), before)
+
+
+def test_nnx_recompute_with_call_time_training_mode():
+  model = _NnxCallTimeModeNet(nnx.Rngs(0))
+  (inputs, _), _ = _classification_data()
+  optfree.flax.recompute_batch_stats(
+      model, [inputs[:BATCH], inputs[BATCH:2 * BATCH]],
+      forward=lambda model, batch: model(batch, train=True))
+  np.testing.assert_allclose(
+      model.first.mean[...], inputs[:2 * BATCH].mean(0), rtol=1e-5)
+
+
 # Schedule-Free AdamW at a large learning rate, 50 steps: the running
 # statistics were collected at y (and still carry their initial values), while
 # evaluation happens at x. Over seeds 0-3 recomputing them raised test accuracy

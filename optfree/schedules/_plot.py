@@ -56,12 +56,15 @@ def plot(
         " (or pip install 'optfree[examples]')"
     ) from error
   if isinstance(schedules, Mapping):
-    labelled = list(schedules.items())
+    labelled: list[tuple[str | None, Callable[..., Any]]] = list(
+        schedules.items())
   elif callable(schedules):
     labelled = [(None, schedules)]
   else:
     labelled = [(None, schedule) for schedule in schedules]
-  counts = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)
+  counts = np.asarray(steps)
+  if counts.ndim == 0:
+    counts = np.arange(counts.item())
   if ax is None:
     _, ax = plt.subplots()
   for label, schedule in labelled:
