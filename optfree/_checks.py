@@ -81,7 +81,7 @@ def check_positive(name: str, value: Any) -> None:
   check_interval(name, value, 0.0, low_closed=False)
 
 
-def check_int(name: str, value: Any, minimum: int = 0) -> None:
+def check_int(name: str, value: Any, minimum: float = 0) -> None:
   """Raises ValueError unless ``value`` is an integer >= ``minimum``."""
   if isinstance(value, jax.core.Tracer):
     return

@@ -647,6 +647,7 @@ def _onecycle(
   check_interval("pct_start", pct_start, 0.0, 1.0)
   check_choice("anneal_strategy", anneal_strategy, _ANNEAL_STRATEGIES)
   warmup_end = float(pct_start * total_steps) - 1
+  ends: tuple[float, ...]
   if three_phase:
     ends = (warmup_end, float(2 * pct_start * total_steps) - 2, total_steps - 1)
   else:
@@ -678,15 +679,15 @@ def _onecycle(
     count = jnp.asarray(count)
     count = jnp.minimum(count, min(total_steps - 1, _int_max(count)))
     step = _as_float(count)
-    value = None
-    for index in reversed(range(len(ends))):
+
+    def phase(index):
       pct = (step - starts[index]) / (ends[index] - starts[index])
-      piece = anneal(levels[index], levels[index + 1], pct)
-      if value is None:
-        value = piece
-      else:
-        value = jnp.where(_less(count, math.floor(ends[index]) + 1), piece,
-                          value)
+      return anneal(levels[index], levels[index + 1], pct)
+
+    value = phase(len(ends) - 1)
+    for index in reversed(range(len(ends) - 1)):
+      value = jnp.where(_less(count, math.floor(ends[index]) + 1),
+                        phase(index), value)
     return _as_float(value)
 
   return schedule
@@ -766,6 +767,7 @@ def onecycle_schedule(
   check_positive("final_div_factor", final_div_factor)
   initial_lr = max_lr / div_factor
   min_lr = initial_lr / final_div_factor
+  levels: tuple[float, ...]
   if three_phase:
     levels = (initial_lr, max_lr, initial_lr, min_lr)
   else:
@@ -818,6 +820,7 @@ def onecycle_momentum_schedule(
   """
   check_interval("base_momentum", base_momentum, 0.0, 1.0)
   check_interval("max_momentum", max_momentum, 0.0, 1.0)
+  levels: tuple[float, ...]
   if three_phase:
     levels = (max_momentum, base_momentum, max_momentum, max_momentum)
   else:
@@ -1045,9 +1048,9 @@ def sequential_schedule(
   milestones = tuple(milestones)
   if not schedules:
     raise ValueError(f"schedules must hold at least one schedule, got {schedules!r}")
-  for index, schedule in enumerate(schedules):
-    if not callable(schedule):
-      raise ValueError(f"schedules[{index}] must be callable, got {schedule!r}")
+  for index, part in enumerate(schedules):
+    if not callable(part):
+      raise ValueError(f"schedules[{index}] must be callable, got {part!r}")
   if len(milestones) != len(schedules) - 1:
     raise ValueError(
         "milestones must hold one fewer entry than schedules, got"
