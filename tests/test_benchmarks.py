@@ -119,14 +119,19 @@ def test_bandwidth_fraction_is_reported_against_the_given_peak(
     assert r["bandwidth_fraction"] == pytest.approx(r["gbps"] / 50)
 
 
-def test_readme_speed_table_is_the_committed_sweep(step_time):
-  # The README's ranges are what summary() computes from the committed JSON,
+PERFORMANCE_GUIDE = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "docs", "guides",
+    "performance.md")
+
+
+def test_performance_guide_speed_table_is_the_committed_sweep(step_time):
+  # The guide's ranges are what summary() computes from the committed JSON,
   # so a re-measured sweep cannot leave stale figures behind.
   root = os.path.dirname(os.path.dirname(__file__))
   with open(os.path.join(root, "benchmarks", "results",
                          "step_time-cpu.json")) as f:
     expected = step_time.summary(json.load(f)["records"])
-  with open(os.path.join(root, "README.md")) as f:
+  with open(PERFORMANCE_GUIDE) as f:
     speed = f.read().split("\n## Speed\n", 1)[1]
   rows = {}
   for line in speed.splitlines():
@@ -139,14 +144,14 @@ def test_readme_speed_table_is_the_committed_sweep(step_time):
       assert cell.replace("*", "") == expected[(pair, dtype)], (pair, dtype)
 
 
-def test_readme_flatten_table_is_the_committed_flatten_sweep():
+def test_performance_guide_flatten_table_is_the_committed_flatten_sweep():
   root = os.path.dirname(os.path.dirname(__file__))
   with open(os.path.join(root, "benchmarks", "results",
                          "step_time-cpu-flatten.json")) as f:
     records = json.load(f)["records"]
   step_ms = {(r["optimizer"], r["pair"], r["leaves"]): r["step_ms"]
              for r in records}
-  with open(os.path.join(root, "README.md")) as f:
+  with open(PERFORMANCE_GUIDE) as f:
     flatten = f.read().split("`optax.flatten(tx)`", 1)[1]
   rows = [[cell.strip() for cell in line.strip("|").split("|")]
           for line in flatten.splitlines() if line.startswith("| `")]
@@ -161,3 +166,30 @@ def test_readme_flatten_table_is_the_committed_flatten_sweep():
           f"{optax_ms / step_ms[(pair, pair, leaves)]:.2f}x / "
           f"{optax_ms / step_ms[(f'flatten({pair})', pair, leaves)]:.2f}x"
       ), (pair, leaves)
+
+
+def test_headline_speedups_are_the_committed_sweep():
+  # README and the performance guide quote the 16M-param, 64-leaf, float32
+  # ratios to optax; they must be what the committed sweep measured.
+  root = os.path.dirname(os.path.dirname(__file__))
+  with open(os.path.join(root, "benchmarks", "results",
+                         "step_time-cpu.json")) as f:
+    records = json.load(f)["records"]
+  step_ms = {(r["pair"], r["optimizer"]): r["step_ms"] for r in records
+             if (r["size"], r["leaves"], r["dtype"]) == (2**24, 64, "float32")}
+
+  def speedup(pair):
+    counterpart, = {opt for p, opt in step_ms if p == pair} - {pair, "floor"}
+    return step_ms[(pair, counterpart)] / step_ms[(pair, pair)]
+
+  headline = ", ".join(
+      f"{label} {speedup(pair):.1f}x" for label, pair in (
+          ("SF-SGD", "schedule_free_sgd"), ("SF-AdamW", "schedule_free_adamw")))
+  headline += f" and Lion {speedup('lion'):.1f}x optax's speed"
+  level = f"({speedup('adabound'):.2f}x, {speedup('amsbound'):.2f}x)"
+  with open(PERFORMANCE_GUIDE) as f:
+    guide = " ".join(f.read().split())
+  with open(os.path.join(root, "README.md")) as f:
+    readme = " ".join(f.read().split())
+  assert headline in guide and level in guide
+  assert headline in readme
