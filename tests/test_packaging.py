@@ -37,7 +37,7 @@ def distributions(tmp_path_factory) -> dict[str, pathlib.Path]:
   source = tmp_path_factory.mktemp("source") / "optfree"
   shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
       ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__",
-      ".mypy_cache"))
+      ".mypy_cache", "_build"))
   # No isolation: the build requirements come from the dev extra, installed
   # here, so the test needs no network.
   subprocess.run(
