@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from optfree import _checks
+from optfree import _public
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -99,7 +100,9 @@ def scale_by_lion(
     return signs, optax.ScaleByLionState(
         count=optax.safe_increment(state.count), mu=mu)
 
-  return optax.GradientTransformation(inner.init, update_fn)
+  return _public.public_transformation(
+      "scale_by_lion", optax.GradientTransformation(inner.init, update_fn),
+      needs_params=False)
 
 
 def lion(
@@ -163,8 +166,8 @@ def lion(
   """
   _checks.check_non_negative("learning_rate", learning_rate)
   _checks.check_non_negative("weight_decay", weight_decay)
-  return optax.chain(
+  return _public.public_transformation("lion", optax.chain(
       scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
-  )
+  ))
