@@ -263,3 +263,56 @@ def check_trees_match(name: str, state_tree: Any, **trees: Any) -> None:
           f"optimizer state's {state_shapes}:\n"
           + describe_mismatch(what, tree, state_tree)
       )
+
+
+def check_float_dtype(name: str, value: Any) -> None:
+  """Raises ValueError unless ``value`` is None or a floating-point dtype.
+
+  A state kept in an integer dtype (``state_dtype``, ``mu_dtype``) would
+  round every update away, silently.
+  """
+  if value is None:
+    return
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError as error:
+    raise ValueError(
+        f"{name} must be a floating-point dtype or None, got {value!r}"
+    ) from error
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+        f"{name} must be a floating-point dtype or None, got {value!r}")
+
+
+def check_mask(name: str, mask: Any, params: Any) -> None:
+  """Raises ValueError unless ``mask`` (or what it returns) fits ``params``.
+
+  A mask is a tree of bools with the structure of the params or a prefix of
+  it (as in ``optax.masked``); a callable mask is called on the params.
+  Without this check a wrong mask fails inside ``jax.tree.map`` with a
+  message that names neither the optimizer nor the mask.
+
+  Args:
+    name: the optimizer's name, used in the message.
+    mask: ``None``, a tree of bools, or a callable returning one.
+    params: the params the optimizer is initialised from.
+  """
+  if mask is None:
+    return
+  tree = mask(params) if callable(mask) else mask
+  try:
+    jax.tree.map(lambda *_: None, tree, params)
+  except ValueError as error:
+    paths = lambda t: [path for path, _ in  # noqa: E731
+                       jax.tree_util.tree_flatten_with_path(t)[0]]
+    mask_paths, param_paths = paths(tree), paths(params)
+    covers = lambda m, p: p[:len(m)] == m  # noqa: E731
+    lines = [f"  only in the mask: {jax.tree_util.keystr(m)}"
+             for m in mask_paths if not any(covers(m, p) for p in param_paths)]
+    lines += [f"  not covered by the mask: {jax.tree_util.keystr(p)}"
+              for p in param_paths if not any(covers(m, p) for m in mask_paths)]
+    raise ValueError(
+        f"{name}: the mask does not fit the params: it must be a tree of "
+        "bools with the params' structure, or a prefix of it.\n"
+        + "\n".join(lines or [f"  {error}"])
+    ) from error

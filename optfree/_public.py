@@ -115,6 +115,7 @@ def public_transformation(
     tx: optax.GradientTransformation,
     *,
     needs_params: bool = True,
+    mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps ``tx`` with the checks and placement every public optimizer has.
 
@@ -123,6 +124,9 @@ def public_transformation(
     tx: the transformation to wrap (extra-args aware or not).
     needs_params: whether ``update`` requires ``params`` (Schedule-Free,
       weight decay); without them it raises a ValueError naming ``name``.
+    mask: the optimizer's weight-decay mask (a tree of bools or a callable),
+      checked against the params at ``init`` (ValueError naming the key
+      paths that do not fit); ``None`` for none.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` computing exactly what ``tx``
@@ -135,6 +139,7 @@ def public_transformation(
 
   def init_fn(params):
     _checks.check_float_leaves(name, params)
+    _checks.check_mask(name, mask, params)
     return place_scalars(tx.init(params), params)
 
   def update_fn(updates, state, params=None, **extra_args):

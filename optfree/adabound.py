@@ -136,6 +136,7 @@ def scale_by_adabound(
     [0.9, -1.9]
   """
   _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps)
+  _checks.check_float_dtype("mu_dtype", mu_dtype)
   if mu_dtype is not None:
     mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
 
@@ -334,7 +335,7 @@ def adabound(
 
   return _public.public_transformation(
       "amsbound" if amsbound else "adabound",
-      optax.GradientTransformation(inner.init, update_fn))
+      optax.GradientTransformation(inner.init, update_fn), mask=mask)
 
 
 def amsbound(
@@ -463,4 +464,4 @@ def adaboundw(
       ),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale(-1.0),
-  ))
+  ), mask=mask)

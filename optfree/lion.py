@@ -62,6 +62,7 @@ def scale_by_lion(
   """
   _checks.check_interval("b1", b1, 0.0, 1.0)
   _checks.check_interval("b2", b2, 0.0, 1.0, high_closed=False)
+  _checks.check_float_dtype("mu_dtype", mu_dtype)
   inner = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
   # c = b1 m + (1 - b1) g equals g + (b1 / b2) (m' - g) with m' the new
   # momentum. Written on m', the old m has a single reader (its own in-place
@@ -170,4 +171,4 @@ def lion(
       scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
-  ))
+  ), mask=mask)

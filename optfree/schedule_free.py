@@ -344,6 +344,7 @@ def _schedule_free_elementwise(
   outside it.
   """
   adaptive = b2 is not None
+  _checks.check_float_dtype("state_dtype", state_dtype)
 
   def init_fn(params):
     base_state = (
@@ -432,7 +433,7 @@ def _schedule_free_elementwise(
     return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
 
   return _public.public_transformation(
-      name, optax.GradientTransformation(init_fn, update_fn))
+      name, optax.GradientTransformation(init_fn, update_fn), mask=mask)
 
 
 def schedule_free_sgd(
@@ -760,6 +761,7 @@ def schedule_free(
       weight_lr_power=weight_lr_power,
       weight_decay_at_y=weight_decay_at_y,
   )
+  _checks.check_float_dtype("state_dtype", state_dtype)
   base_optimizer = optax.with_extra_args_support(base_optimizer)
 
   def init_fn(params):
