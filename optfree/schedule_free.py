@@ -869,7 +869,12 @@ def eval_params(
 
   Raises:
     ValueError: when ``opt_state`` contains no :class:`ScheduleFreeState`,
-      more than one, or one whose :math:`z` does not match ``params``.
+      more than one, or one whose :math:`z` does not match ``params`` (other
+      key paths or shapes, each named in the message); also when it holds a
+      ScheduleFreeState as a plain dict (a checkpoint restored without a
+      target), saying how to restore it.
+    TypeError: when a params leaf paired with :math:`z` is not
+      floating-point.
 
   Example:
     >>> import jax.numpy as jnp, optax, optfree
