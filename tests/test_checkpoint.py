@@ -181,8 +181,7 @@ def test_update_on_state_restored_without_target_says_how(entry, tmp_path):
 
 def test_documented_save_restore_recipe(tmp_path):
   # The recipe of the docs, step by step, with a CheckpointManager.
-  tx = optfree.schedule_free_adamw(1e-2, warmup_steps=2)
-  _, step = _compiled("schedule_free_adamw")  # same hyperparameters as tx
+  tx, step = _compiled("schedule_free_adamw")
   params = _params()
   opt_state = tx.init(params)
   for index in range(INTERRUPT_AT):
