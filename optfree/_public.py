@@ -106,7 +106,8 @@ def check_state_form(name: str, state: optax.OptState) -> None:
   if isinstance(state, (dict, list)):
     raise TypeError(
         f"{name}: the optimizer state is a {type(state).__name__}, not the "
-        f"state that {name}'s init returns. {RESTORE_HINT}"
+        f"state that {name}'s init returns. Pass the arguments in the order "
+        f"update(updates, state, params). {RESTORE_HINT}"
     )
 
 

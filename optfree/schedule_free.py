@@ -125,12 +125,10 @@ def _check_trees(
     state: ScheduleFreeState,
     params: Optional[optax.Params],
 ) -> None:
-  """Raises ValueError unless grads and params match the state's z."""
-  if params is None:
-    raise ValueError(
-        f"{name}: update() needs the current params (the y sequence): "
-        "call update(grads, state, params)."
-    )
+  """Raises ValueError unless grads and params match the state's z.
+
+  (Missing params are reported by the public wrapper, before this runs.)
+  """
   _checks.check_trees_match(name, state.z, gradient=grads, params=params)
 
 
@@ -889,6 +887,11 @@ def eval_params(
     [0.225 2.225] [0.25 2.25]
   """
   states = _find_schedule_free_states(opt_state)
+  if not states and _find_schedule_free_states(params):
+    raise ValueError(
+        "eval_params: the ScheduleFreeState is in the second argument: call "
+        "eval_params(opt_state, params)."
+    )
   if not states:
     restored = _find_restored_dicts(opt_state)
     if restored:

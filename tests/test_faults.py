@@ -417,3 +417,15 @@ def test_prefix_mask_is_accepted(entry):
   params = _params()
   updates, _ = tx.update(_gradient(0), tx.init(params), params)
   assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_update_with_state_and_params_swapped_says_so(entry, _):
+  # The params dict in the state's place used to fail deep inside (an
+  # AttributeError on 'dict' or a tuple unpacking error).
+  tx = entry.make()
+  params = _params()
+  state = tx.init(params)
+  with pytest.raises(TypeError,
+                     match=r"update\(updates, state, params\)"):
+    tx.update(_gradient(0), params, state)

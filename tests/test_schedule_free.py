@@ -617,3 +617,9 @@ def test_mismatched_trees_raise(factory, jit):
     update({"a": jnp.ones(4), "b": PARAMS["b"]}, state, PARAMS)
   with pytest.raises(ValueError, match="needs the current params"):
     update(PARAMS, state)
+
+
+def test_eval_params_with_swapped_arguments_says_so():
+  state = _sf().init(PARAMS)
+  with pytest.raises(ValueError, match=r"call eval_params\(opt_state, params\)"):
+    optfree.eval_params(PARAMS, state)
