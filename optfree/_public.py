@@ -87,9 +87,11 @@ def place_scalars(state: optax.OptState, params: optax.Params) -> Any:
     if not (_is_concrete_array(leaf) and leaf.ndim == 0
             and not leaf.committed):
       return leaf
+    if sharding.is_fully_addressable:
+      return jax.device_put(leaf, sharding)
+    # Params spanning several processes: each builds its own devices' copies
+    # from the host value (device_put cannot reach the other processes').
     value = np.asarray(leaf)
-    # Builds each device's copy from the host value: also right when the
-    # params span several processes (a global, non-addressable sharding).
     return jax.make_array_from_callback((), sharding, lambda _: value)
 
   return jax.tree.map(place, state)

@@ -30,10 +30,13 @@ def test_place_scalars_replicates_uncommitted_scalars_on_the_params_mesh():
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
   params = jax.device_put(jnp.arange(8.0), sharding)
   state = (jnp.zeros([], jnp.int32), jnp.zeros_like(params),
-           jnp.asarray(2.5, jnp.bfloat16))
+           jnp.asarray(2.5, jnp.bfloat16), jax.random.key(0))
   placed = _public.place_scalars(state, params)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  assert placed[0].sharding == replicated and placed[2].sharding == replicated
+  for leaf in (placed[0], placed[2], placed[3]):  # a typed PRNG key too
+    assert leaf.sharding == replicated
+  assert jax.random.key_data(placed[3]).tolist() == jax.random.key_data(
+      state[3]).tolist()
   assert placed[1] is state[1]  # already committed: left alone
   assert placed[2].dtype == jnp.bfloat16 and float(placed[2]) == 2.5
   assert not placed[0].weak_type
