@@ -14,6 +14,7 @@ import numbers
 from typing import Any, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -108,12 +109,135 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def _leaf_dtype(leaf: Any) -> np.dtype:
+  dtype = getattr(leaf, "dtype", None)
+  return np.dtype(dtype) if dtype is not None else np.result_type(leaf)
+
+
+def check_float_leaves(name: str, tree: Any, what: str = "params") -> None:
+  """Raises TypeError unless every leaf of ``tree`` is real floating-point.
+
+  An optimizer's arithmetic on an integer or boolean leaf gives a wrong
+  number, not an error (an int32 leaf under Adam's normalization moves by
+  ``lr / eps``), and a complex leaf would need :math:`|g|^2` where the
+  optimizers square :math:`g`. Every offending leaf is named by its key path
+  and dtype. Leaves that ``optax.masked`` left out (``MaskedNode``, an empty
+  node) are not leaves, so a frozen integer leaf passes.
+
+  Args:
+    name: the optimizer's name, used in the message.
+    tree: params or gradients.
+    what: what ``tree`` is, used in the message.
+  """
+  bad = [
+      (jax.tree_util.keystr(path), _leaf_dtype(leaf))
+      for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+      if not jnp.issubdtype(_leaf_dtype(leaf), jnp.floating)
+  ]
+  if not bad:
+    return
+  lines = "\n".join(f"  {path or '(the root)'}: {dtype}" for path, dtype in bad)
+  raise TypeError(
+      f"{name}: every {what} leaf must be a real floating-point array; "
+      f"these are not:\n{lines}\n"
+      "Integer and boolean leaves cannot be trained: keep them out of the "
+      "optimized tree, or freeze them with optax.masked or "
+      "optax.multi_transform(..., optax.set_to_zero()). Complex leaves are "
+      "not supported: optimize the real and imaginary parts as two float "
+      "leaves."
+  )
+
+
+# Path entries that only wrappers add: flax.nnx keeps each array in a
+# Variable (Param in the model, OptVariable in nnx.Optimizer's state).
+_WRAPPER_KEYS = (jax.tree_util.GetAttrKey("value"),
+                 jax.tree_util.GetAttrKey("raw_value"))
+
+
+def shapes_by_path(
+    tree: Any, is_leaf: Any = None, *, unwrap: bool = False
+) -> dict[str, Any]:
+  """``{key path: shape}`` of the leaves of ``tree``.
+
+  Args:
+    tree: a pytree.
+    is_leaf: passed to the flattening.
+    unwrap: drop the path entries of flax.nnx's Variable wrappers, so that a
+      tree of Params and one of OptVariables (or of bare arrays) compare
+      equal.
+
+  Returns:
+    The shapes by ``jax.tree_util.keystr`` of each leaf's path, in leaf
+    order; the shape is ``None`` for an ``optax.MaskedNode``.
+  """
+  shapes = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=is_leaf)[0]:
+    if unwrap:
+      path = tuple(key for key in path if key not in _WRAPPER_KEYS)
+    masked = type(leaf).__name__ == "MaskedNode"
+    shapes[jax.tree_util.keystr(path)] = None if masked else np.shape(leaf)
+  return shapes
+
+
+def describe_shapes_mismatch(
+    what: str, given: dict[str, Any], held: dict[str, Any]
+) -> list[str]:
+  """Lines naming the key paths where two ``shapes_by_path`` results differ.
+
+  Lists the leaves only one side has and the leaves whose shapes differ
+  (a ``None`` shape, a masked leaf, matches any), or the order if only that
+  differs. Empty when they agree.
+  """
+  lines = [f"  only in the {what}: {path} {shape}"
+           for path, shape in given.items() if path not in held]
+  lines += [f"  only in the state: {path} {shape}"
+            for path, shape in held.items() if path not in given]
+  lines += [f"  shape at {path}: {what} {given[path]}, state {held[path]}"
+            for path in given
+            if path in held and None not in (given[path], held[path])
+            and given[path] != held[path]]
+  if not lines and list(given) != list(held):
+    lines = [f"  key paths in another order: {what} {list(given)}, "
+             f"state {list(held)}"]
+  return lines
+
+
+def describe_mismatch(what: str, tree: Any, state_tree: Any) -> str:
+  """Where ``tree`` and ``state_tree`` differ, one line per key path.
+
+  Lists the leaves only one of them has and the leaves whose shapes differ,
+  with their shapes. Two trees with the same key paths and shapes but other
+  container types (a list for a tuple) differ only in their ``PyTreeDef``,
+  which is then printed.
+
+  Args:
+    what: the name of ``tree`` in the message (``params``, ``gradient``).
+    tree: the tree that was passed.
+    state_tree: the param-shaped tree the optimizer state holds.
+
+  Returns:
+    The description, empty when key paths, shapes and structure agree.
+  """
+  lines = describe_shapes_mismatch(
+      what, shapes_by_path(tree), shapes_by_path(state_tree))
+  if lines:
+    return "\n".join(lines)
+  structure = jax.tree.structure(tree)
+  state_structure = jax.tree.structure(state_tree)
+  if structure != state_structure:
+    return (f"  same key paths and shapes, other containers:\n"
+            f"  {what}: {structure}\n  state: {state_structure}")
+  return ""
+
+
 def check_trees_match(name: str, state_tree: Any, **trees: Any) -> None:
   """Raises ValueError unless every tree has the structure and leaf shapes of
   ``state_tree`` (the param-shaped part of an optimizer state).
 
   Shapes are compared exactly: a leaf that would merely broadcast against the
-  state is an error, since it would silently corrupt the state.
+  state is an error, since it would silently corrupt the state. The message
+  names each differing leaf by its key path, with its shapes.
 
   Args:
     name: the optimizer's name, used in the message.
@@ -126,16 +250,69 @@ def check_trees_match(name: str, state_tree: Any, **trees: Any) -> None:
   for what, tree in trees.items():
     if tree is None:
       continue
-    structure = jax.tree.structure(tree)
-    if structure != state_structure:
+    if jax.tree.structure(tree) != state_structure:
       raise ValueError(
           f"{name}: the {what} tree does not match the optimizer state "
-          "(which was initialised from params with another structure).\n"
-          f"{what}: {structure}\nstate: {state_structure}"
+          "(which was initialised from params with another structure):\n"
+          + describe_mismatch(what, tree, state_tree)
       )
     shapes = [np.shape(leaf) for leaf in jax.tree.leaves(tree)]
     if shapes != state_shapes:
       raise ValueError(
           f"{name}: the {what} leaf shapes {shapes} do not match the "
-          f"optimizer state's {state_shapes}."
+          f"optimizer state's {state_shapes}:\n"
+          + describe_mismatch(what, tree, state_tree)
       )
+
+
+def check_float_dtype(name: str, value: Any) -> None:
+  """Raises ValueError unless ``value`` is None or a floating-point dtype.
+
+  A state kept in an integer dtype (``state_dtype``, ``mu_dtype``) would
+  round every update away, silently.
+  """
+  if value is None:
+    return
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError as error:
+    raise ValueError(
+        f"{name} must be a floating-point dtype or None, got {value!r}"
+    ) from error
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+        f"{name} must be a floating-point dtype or None, got {value!r}")
+
+
+def check_mask(name: str, mask: Any, params: Any) -> None:
+  """Raises ValueError unless ``mask`` (or what it returns) fits ``params``.
+
+  A mask is a tree of bools with the structure of the params or a prefix of
+  it (as in ``optax.masked``); a callable mask is called on the params.
+  Without this check a wrong mask fails inside ``jax.tree.map`` with a
+  message that names neither the optimizer nor the mask.
+
+  Args:
+    name: the optimizer's name, used in the message.
+    mask: ``None``, a tree of bools, or a callable returning one.
+    params: the params the optimizer is initialised from.
+  """
+  if mask is None:
+    return
+  tree = mask(params) if callable(mask) else mask
+  try:
+    jax.tree.map(lambda *_: None, tree, params)
+  except ValueError as error:
+    paths = lambda t: [path for path, _ in  # noqa: E731
+                       jax.tree_util.tree_flatten_with_path(t)[0]]
+    mask_paths, param_paths = paths(tree), paths(params)
+    covers = lambda m, p: p[:len(m)] == m  # noqa: E731
+    lines = [f"  only in the mask: {jax.tree_util.keystr(m)}"
+             for m in mask_paths if not any(covers(m, p) for p in param_paths)]
+    lines += [f"  not covered by the mask: {jax.tree_util.keystr(p)}"
+              for p in param_paths if not any(covers(m, p) for m in mask_paths)]
+    raise ValueError(
+        f"{name}: the mask does not fit the params: it must be a tree of "
+        "bools with the params' structure, or a prefix of it.\n"
+        + "\n".join(lines or [f"  {error}"])
+    ) from error

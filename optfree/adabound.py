@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from optfree import _checks
+from optfree import _public
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -135,6 +136,7 @@ def scale_by_adabound(
     [0.9, -1.9]
   """
   _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps)
+  _checks.check_float_dtype("mu_dtype", mu_dtype)
   if mu_dtype is not None:
     mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
 
@@ -221,7 +223,9 @@ def scale_by_adabound(
     )
     return pick(0), new_state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _public.public_transformation(
+      "scale_by_adabound", optax.GradientTransformation(init_fn, update_fn),
+      needs_params=False)
 
 
 def _add_decayed_weights_widened(
@@ -329,7 +333,9 @@ def adabound(
     # Rounded once, from the float32 step to the gradients' dtype.
     return jax.tree.map(lambda u, g: u.astype(g.dtype), steps, updates), state
 
-  return optax.GradientTransformation(inner.init, update_fn)
+  return _public.public_transformation(
+      "amsbound" if amsbound else "adabound",
+      optax.GradientTransformation(inner.init, update_fn), mask=mask)
 
 
 def amsbound(
@@ -451,11 +457,11 @@ def adaboundw(
     [1.0]
   """
   _checks.check_non_negative("weight_decay", weight_decay)
-  return optax.chain(
+  return _public.public_transformation("adaboundw", optax.chain(
       scale_by_adabound(
           learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
           amsbound=amsbound, mu_dtype=mu_dtype,
       ),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale(-1.0),
-  )
+  ), mask=mask)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from optfree import _checks
+from optfree import _public
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -61,6 +62,7 @@ def scale_by_lion(
   """
   _checks.check_interval("b1", b1, 0.0, 1.0)
   _checks.check_interval("b2", b2, 0.0, 1.0, high_closed=False)
+  _checks.check_float_dtype("mu_dtype", mu_dtype)
   inner = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
   # c = b1 m + (1 - b1) g equals g + (b1 / b2) (m' - g) with m' the new
   # momentum. Written on m', the old m has a single reader (its own in-place
@@ -99,7 +101,9 @@ def scale_by_lion(
     return signs, optax.ScaleByLionState(
         count=optax.safe_increment(state.count), mu=mu)
 
-  return optax.GradientTransformation(inner.init, update_fn)
+  return _public.public_transformation(
+      "scale_by_lion", optax.GradientTransformation(inner.init, update_fn),
+      needs_params=False)
 
 
 def lion(
@@ -163,8 +167,8 @@ def lion(
   """
   _checks.check_non_negative("learning_rate", learning_rate)
   _checks.check_non_negative("weight_decay", weight_decay)
-  return optax.chain(
+  return _public.public_transformation("lion", optax.chain(
       scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
-  )
+  ), mask=mask)

@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from optfree import _checks
+from optfree import _public
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
@@ -124,12 +125,10 @@ def _check_trees(
     state: ScheduleFreeState,
     params: Optional[optax.Params],
 ) -> None:
-  """Raises ValueError unless grads and params match the state's z."""
-  if params is None:
-    raise ValueError(
-        f"{name}: update() needs the current params (the y sequence): "
-        "call update(grads, state, params)."
-    )
+  """Raises ValueError unless grads and params match the state's z.
+
+  (Missing params are reported by the public wrapper, before this runs.)
+  """
   _checks.check_trees_match(name, state.z, gradient=grads, params=params)
 
 
@@ -343,6 +342,7 @@ def _schedule_free_elementwise(
   outside it.
   """
   adaptive = b2 is not None
+  _checks.check_float_dtype("state_dtype", state_dtype)
 
   def init_fn(params):
     base_state = (
@@ -430,7 +430,8 @@ def _schedule_free_elementwise(
     base_state = optax.ScaleByRmsState(nu=nu) if adaptive else state.base_state
     return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _public.public_transformation(
+      name, optax.GradientTransformation(init_fn, update_fn), mask=mask)
 
 
 def schedule_free_sgd(
@@ -758,6 +759,7 @@ def schedule_free(
       weight_lr_power=weight_lr_power,
       weight_decay_at_y=weight_decay_at_y,
   )
+  _checks.check_float_dtype("state_dtype", state_dtype)
   base_optimizer = optax.with_extra_args_support(base_optimizer)
 
   def init_fn(params):
@@ -801,13 +803,30 @@ def schedule_free(
     )
     return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _public.public_transformation(
+      "schedule_free", optax.GradientTransformationExtraArgs(init_fn, update_fn))
 
 
 def _find_schedule_free_states(tree: Any) -> list[ScheduleFreeState]:
   is_state = lambda node: isinstance(node, ScheduleFreeState)
   return [
       node for node in jax.tree.leaves(tree, is_leaf=is_state) if is_state(node)
+  ]
+
+
+def _find_restored_dicts(tree: Any) -> list[str]:
+  """Key paths of the dicts in ``tree`` that have ScheduleFreeState's fields.
+
+  A checkpoint restored without a target (orbax) holds such dicts where the
+  optimizer had a ScheduleFreeState.
+  """
+  fields = set(ScheduleFreeState._fields)
+  is_dict_state = lambda node: isinstance(node, dict) and set(node) == fields
+  return [
+      jax.tree_util.keystr(path)
+      for path, node in jax.tree_util.tree_flatten_with_path(
+          tree, is_leaf=is_dict_state)[0]
+      if is_dict_state(node)
   ]
 
 
@@ -848,7 +867,12 @@ def eval_params(
 
   Raises:
     ValueError: when ``opt_state`` contains no :class:`ScheduleFreeState`,
-      more than one, or one whose :math:`z` does not match ``params``.
+      more than one, or one whose :math:`z` does not match ``params`` (other
+      key paths or shapes, each named in the message); also when it holds a
+      ScheduleFreeState as a plain dict (a checkpoint restored without a
+      target), saying how to restore it.
+    TypeError: when a params leaf paired with :math:`z` is not
+      floating-point.
 
   Example:
     >>> import jax.numpy as jnp, optax, optfree
@@ -863,7 +887,19 @@ def eval_params(
     [0.225 2.225] [0.25 2.25]
   """
   states = _find_schedule_free_states(opt_state)
+  if not states and _find_schedule_free_states(params):
+    raise ValueError(
+        "eval_params: the ScheduleFreeState is in the second argument: call "
+        "eval_params(opt_state, params)."
+    )
   if not states:
+    restored = _find_restored_dicts(opt_state)
+    if restored:
+      raise ValueError(
+          "eval_params: opt_state holds a ScheduleFreeState as a plain dict "
+          f"(at opt_state{restored[0]}), not as a ScheduleFreeState. "
+          + _public.RESTORE_HINT
+      )
     raise ValueError(
         "eval_params: opt_state contains no ScheduleFreeState; pass the state "
         "of an optimizer built with optfree.schedule_free* (possibly nested in "
@@ -883,18 +919,17 @@ def eval_params(
       return y
     return ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype)
 
-  # Leaves are paired in order rather than by tree structure, so that a
-  # params tree wrapped differently from z (flax.nnx's Param vs OptVariable)
-  # still works.
+  # Leaves are paired in order, after comparing key paths with flax.nnx's
+  # Variable entries dropped, so that a params tree wrapped differently from
+  # z (nnx's Param vs OptVariable, or bare arrays) still works.
+  is_masked = lambda node: isinstance(node, optax.MaskedNode)
   y_leaves, treedef = jax.tree.flatten(params)
-  z_leaves = jax.tree.leaves(
-      state.z, is_leaf=lambda node: isinstance(node, optax.MaskedNode)
-  )
-  shapes_match = len(y_leaves) == len(z_leaves) and all(
-      isinstance(z, optax.MaskedNode) or jnp.shape(y) == jnp.shape(z)
-      for y, z in zip(y_leaves, z_leaves)
-  )
-  if not shapes_match and _is_flattened(z_leaves, y_leaves):
+  z_leaves = jax.tree.leaves(state.z, is_leaf=is_masked)
+  mismatch = _checks.describe_shapes_mismatch(
+      "params", _checks.shapes_by_path(params, unwrap=True),
+      _checks.shapes_by_path(state.z, is_masked, unwrap=True))
+  if mismatch and _is_flattened(z_leaves, y_leaves):
+    _checks.check_float_leaves("eval_params", params)
     # optax.flatten's layout: z is every param leaf raveled and concatenated.
     sizes = [jnp.size(y) for y in y_leaves]
     x = x_leaf(jnp.concatenate([jnp.ravel(y) for y in y_leaves]), z_leaves[0])
@@ -903,10 +938,12 @@ def eval_params(
         piece.reshape(jnp.shape(y)).astype(jnp.asarray(y).dtype)
         for piece, y in zip(pieces, y_leaves)
     ])
-  if not shapes_match:
+  if mismatch:
     raise ValueError(
-        "eval_params: params do not match the ScheduleFreeState's z:\n"
-        f"params: {jax.tree.structure(params)}\n"
-        f"z: {jax.tree.structure(state.z)}"
+        "eval_params: params do not match the ScheduleFreeState's z (the "
+        "params the optimizer was initialised from):\n" + "\n".join(mismatch)
     )
+  # Leaves a mask kept out of the optimizer are returned as they are.
+  _checks.check_float_leaves("eval_params", treedef.unflatten(
+      [None if is_masked(z) else y for y, z in zip(y_leaves, z_leaves)]))
   return treedef.unflatten([x_leaf(y, z) for y, z in zip(y_leaves, z_leaves)])

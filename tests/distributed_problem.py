@@ -104,7 +104,15 @@ def _worker(process_id, num_processes, port, out_path, names):
   for entry in [entry for entry in OPTIMIZERS if entry.name in names]:
     tx = entry.make()
     params = jax.tree.map(lambda a: global_array(a, replicated), init_params())
-    state = jax.jit(tx.init)(params)
+    # Eager init places the scalar state on the global mesh (each process
+    # builds its shards); under jit it is placed by the compiler. Both agree.
+    state = tx.init(params)
+    for eager, traced in zip(jax.tree.leaves(state),
+                             jax.tree.leaves(jax.jit(tx.init)(params))):
+      if eager.ndim == 0:  # on all 8 devices of both processes
+        assert eager.sharding == replicated, eager.sharding
+      np.testing.assert_array_equal(np.asarray(eager.addressable_data(0)),
+                                    np.asarray(traced.addressable_data(0)))
     step = jax.jit(train_step(tx))
     for batch in data:
       params, state = step(params, state, batch)

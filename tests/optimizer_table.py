@@ -82,3 +82,15 @@ def small_params():
       },
       "scale": jnp.asarray(0.5, jnp.float32),
   }
+
+
+# The bare scale_by_* transformations: public too, but no params needed.
+SCALE_BY = (
+    Entry("scale_by_adabound", optfree.scale_by_adabound,
+          dict(learning_rate=1e-2, final_lr=0.1)),
+    Entry("scale_by_lion", optfree.scale_by_lion, dict(b1=0.9, b2=0.99)),
+)
+# Every public transformation, with whether its update needs the params.
+PUBLIC = tuple((entry, True) for entry in OPTIMIZERS) + tuple(
+    (entry, False) for entry in SCALE_BY)
+PUBLIC_IDS = tuple(entry.name for entry, _ in PUBLIC)

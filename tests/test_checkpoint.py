@@ -8,6 +8,7 @@ plain numpy (``np.savez`` of the flattened leaves plus the tree's key paths).
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
+import optfree
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
 from tests.optimizer_table import small_params as _params
 
@@ -131,3 +133,73 @@ def test_state_holds_only_strongly_typed_arrays(entry):
   for leaf in jax.tree.leaves((tx.init(params), state)):
     assert isinstance(leaf, jax.Array), type(leaf)
     assert not leaf.weak_type
+
+
+# Restoring without a target ------------------------------------------------
+
+SCHEDULE_FREE = [entry for entry in OPTIMIZERS if entry.schedule_free]
+RESTORE_WORDS = r"restored without a target.*jax\.eval_shape\(opt\.init, params\)"
+
+
+def _save(tree, directory):
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(directory / "checkpoint", tree)
+  checkpointer.wait_until_finished()
+  return checkpointer
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["bare", "in_chain"])
+@pytest.mark.parametrize("entry", SCHEDULE_FREE,
+                         ids=[entry.name for entry in SCHEDULE_FREE])
+def test_eval_params_on_state_restored_without_target_says_how(
+    entry, nested, tmp_path):
+  # orbax without a target returns dicts (and lists for tuples): eval_params
+  # used to say only that there was no ScheduleFreeState.
+  tx = optax.chain(optax.clip(1.0), entry.make()) if nested else entry.make()
+  _, (params, state) = _uninterrupted_and_midway(entry.name)
+  if nested:
+    state = tx.init(params)
+  checkpointer = _save({"params": params, "opt_state": state}, tmp_path)
+  restored = checkpointer.restore(tmp_path / "checkpoint")
+  checkpointer.close()
+  where = "opt_state[1]" if nested else "opt_state"
+  with pytest.raises(ValueError, match=rf"plain dict \(at {re.escape(where)}\)"
+                     rf".*{RESTORE_WORDS}"):
+    optfree.eval_params(restored["opt_state"], restored["params"])
+
+
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_update_on_state_restored_without_target_says_how(entry, tmp_path):
+  tx, _ = _compiled(entry.name)
+  _, (params, state) = _uninterrupted_and_midway(entry.name)
+  checkpointer = _save({"params": params, "opt_state": state}, tmp_path)
+  restored = checkpointer.restore(tmp_path / "checkpoint")
+  checkpointer.close()
+  with pytest.raises(TypeError, match=RESTORE_WORDS):
+    tx.update(_gradient(0), restored["opt_state"], restored["params"])
+
+
+def test_documented_save_restore_recipe(tmp_path):
+  # The recipe of the docs, step by step, with a CheckpointManager.
+  tx, step = _compiled("schedule_free_adamw")
+  params = _params()
+  opt_state = tx.init(params)
+  for index in range(INTERRUPT_AT):
+    params, opt_state = step(params, opt_state, _gradient(index))
+
+  manager = ocp.CheckpointManager(tmp_path / "run")
+  manager.save(INTERRUPT_AT, args=ocp.args.StandardSave(
+      {"params": params, "opt_state": opt_state}))
+  manager.wait_until_finished()
+
+  # A restarted script: the abstract state from tx.init, no real arrays.
+  abstract = jax.eval_shape(
+      lambda p: {"params": p, "opt_state": tx.init(p)}, _params())
+  restored = manager.restore(manager.latest_step(),
+                             args=ocp.args.StandardRestore(abstract))
+  manager.close()
+  assert isinstance(restored["opt_state"], optfree.ScheduleFreeState)
+  _assert_identical(restored, {"params": params, "opt_state": opt_state})
+  np.testing.assert_array_equal(
+      optfree.eval_params(restored["opt_state"], restored["params"])["scale"],
+      optfree.eval_params(opt_state, params)["scale"])

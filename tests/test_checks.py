@@ -176,3 +176,90 @@ def test_choice_rejects_naming_the_choices(value):
 def test_choice_accepts_a_generator_of_choices():
   _checks.check_choice("mode", "exp_range",
                        (mode for mode in ("triangular", "exp_range")))
+
+
+# check_float_leaves -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16,
+                                   jnp.float8_e4m3fn])
+def test_float_leaves_accepts_every_float_dtype(dtype):
+  _checks.check_float_leaves("opt", {"w": jnp.ones(2, dtype), "s": 1.0,
+                                     "frozen": optax.MaskedNode()})
+
+
+def test_float_leaves_names_every_offending_leaf_by_path_and_dtype():
+  tree = {"a": [jnp.ones(2), jnp.arange(2)], "b": {"flag": True},
+          "c": jnp.ones(1, jnp.complex64), "d": np.zeros(1, np.uint8)}
+  with pytest.raises(TypeError) as info:
+    _checks.check_float_leaves("opt", tree, "gradient")
+  message = str(info.value)
+  assert message.startswith("opt: every gradient leaf must be a real "
+                            "floating-point array; these are not:\n")
+  for line in ("  ['a'][1]: int32\n", "  ['b']['flag']: bool\n",
+               "  ['c']: complex64\n", "  ['d']: uint8\n"):
+    assert line in message
+  assert "['a'][0]" not in message
+  assert "optax.masked" in message and "real and imaginary" in message
+
+
+def test_float_leaves_names_a_bare_array_as_the_root():
+  with pytest.raises(TypeError, match=r"\n  \(the root\): int32\n"):
+    _checks.check_float_leaves("opt", jnp.arange(3))
+
+
+# describe_mismatch and check_trees_match ------------------------------------
+
+
+def test_mismatch_of_containers_only_prints_both_structures():
+  # Same key paths and shapes (a list for a tuple): only the PyTreeDefs tell.
+  state = (jnp.ones(2), jnp.ones(3))
+  with pytest.raises(ValueError) as info:
+    _checks.check_trees_match("opt", state, gradient=[jnp.ones(2),
+                                                      jnp.ones(3)])
+  message = str(info.value)
+  assert "same key paths and shapes, other containers" in message
+  assert "gradient: PyTreeDef([*, *])" in message
+  assert "state: PyTreeDef((*, *))" in message
+
+
+def test_mismatch_lists_missing_extra_and_reshaped_leaves():
+  state = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  given = {"w": jnp.ones((3, 2)), "c": jnp.ones(3)}
+  lines = _checks.describe_mismatch("params", given, state).splitlines()
+  assert lines == ["  only in the params: ['c'] (3,)",
+                   "  only in the state: ['b'] (3,)",
+                   "  shape at ['w']: params (3, 2), state (2, 3)"]
+  assert _checks.describe_mismatch("params", state, state) == ""
+
+
+def test_shapes_by_path_unwraps_nnx_variables_and_keeps_masked_nodes():
+  nnx = pytest.importorskip("flax.nnx")
+  wrapped = {"w": nnx.Param(jnp.ones(2))}
+  assert _checks.shapes_by_path(wrapped) == {"['w'].value": (2,)}
+  assert _checks.shapes_by_path(wrapped, unwrap=True) == {"['w']": (2,)}
+  masked = {"w": optax.MaskedNode()}
+  is_masked = lambda node: isinstance(node, optax.MaskedNode)  # noqa: E731
+  assert _checks.shapes_by_path(masked, is_masked) == {"['w']": None}
+
+
+# check_float_dtype and check_mask -------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, jnp.float32, "bfloat16", np.float16])
+def test_float_dtype_accepts(value):
+  _checks.check_float_dtype("state_dtype", value)
+
+
+@pytest.mark.parametrize("value", [jnp.int32, "bool", jnp.complex64, "f32x"])
+def test_float_dtype_rejects(value):
+  _raises_naming(_checks.check_float_dtype, "state_dtype", value)
+
+
+def test_mask_may_be_a_prefix_or_a_callable():
+  params = {"w": jnp.ones(2), "b": {"x": jnp.ones(1)}}
+  _checks.check_mask("opt", None, params)
+  _checks.check_mask("opt", {"w": True, "b": False}, params)
+  _checks.check_mask("opt", lambda p: jax.tree.map(lambda _: True, p), params)
+  with pytest.raises(ValueError, match=r"not covered by the mask: \['b'\]\['x'\]"):
+    _checks.check_mask("opt", {"w": True, "b": {"y": True}}, params)

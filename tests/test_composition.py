@@ -359,3 +359,53 @@ def test_eval_params_without_schedule_free_state_raises():
   )
   with pytest.raises(ValueError):
     optfree.eval_params(state, params)
+
+
+# optax's calling convention: extra keyword arguments ------------------------
+
+from tests.optimizer_table import PUBLIC, PUBLIC_IDS  # noqa: E402
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_optimizers_accept_extra_args(entry, _, jit):
+  # The spirit of optax's test_optimizers_accept_extra_args: every optimizer
+  # is a GradientTransformationExtraArgs, whose update takes (and, when it has
+  # no use for them, ignores) keyword arguments such as the loss value.
+  tx = entry.make()
+  assert isinstance(tx, optax.GradientTransformationExtraArgs)
+  params = _init_params()
+  state = tx.init(params)
+  grads = _grad(params, _batches(1)[0])
+  update = jax.jit(tx.update) if jit else tx.update
+  with_extras = update(grads, state, params, value=jnp.asarray(0.5),
+                       grad=grads, unused_flag=jnp.asarray(True))
+  plain = update(grads, state, params)
+  assert jax.tree.structure(with_extras) == jax.tree.structure(plain)
+  for a, b in zip(jax.tree.leaves(with_extras), jax.tree.leaves(plain)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_schedule_free_passes_extra_args_to_its_base():
+  # Polyak's step size needs the loss value: the wrapper hands it through,
+  # also from inside an optax.chain.
+  base = optax.polyak_sgd(max_learning_rate=0.5, f_min=0.0)
+  tx = optax.chain(optax.identity(), optfree.schedule_free(base, 0.5))
+  params = _init_params()
+  batch = _batches(1)[0]
+  state = tx.init(params)
+  value, grads = jax.value_and_grad(_loss)(params, batch)
+  updates, _ = tx.update(grads, state, params, value=value)
+  # The base's z-step with that value, as optax computes it.
+  expected_step, _ = base.update(grads, base.init(params), params,
+                                 value=value)
+  sf_state = optfree.schedule_free(base, 0.5).init(params)
+  direct, _ = optfree.schedule_free(base, 0.5).update(
+      grads, sf_state, params, value=value)
+  for u, d in zip(jax.tree.leaves(updates), jax.tree.leaves(direct)):
+    np.testing.assert_allclose(u, d, rtol=RTOL, atol=ATOL)
+  # First step: c = 1, so y moves by the whole z-step.
+  for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_step)):
+    np.testing.assert_allclose(u, e, rtol=RTOL, atol=ATOL)
+  with pytest.raises(TypeError):
+    tx.update(grads, state, params)  # polyak_sgd without its value

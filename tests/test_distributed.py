@@ -211,3 +211,86 @@ def test_two_processes_data_parallel_match_one_device(tmp_path):
     for name, value in expected.items():
       np.testing.assert_allclose(arrays[name], value, rtol=RTOL, atol=ATOL,
                                  err_msg=name)
+
+
+# Compiling once with sharded params ---------------------------------------
+
+from tests.optimizer_table import PUBLIC, PUBLIC_IDS  # noqa: E402
+
+# PARAM_SHARDINGS without its trailing None: jit returns P('model', None) as
+# the equal P('model'), and the params alone would then compile a second
+# program, whatever the optimizer.
+CANONICAL_SHARDINGS = {
+    **PARAM_SHARDINGS,
+    "out": {"kernel": NamedSharding(MESH, PartitionSpec("model"))},
+}
+
+
+def _counting_step(tx):
+  """A jitted step and the list its tracing appends to (one entry a trace)."""
+  traces = []
+
+  @jax.jit
+  def step(params, state, grads):
+    traces.append(None)
+    updates, state = tx.update(grads, state, params)
+    return jax.tree.map(lambda p, u: p + u, params, updates), state
+
+  return step, traces
+
+
+def _run_counting(tx, params, steps=3):
+  state = tx.init(params)
+  step, traces = _counting_step(tx)
+  for index in range(steps):
+    grads = jax.tree.map(lambda p, i=index: p * 0.5 - i, params)
+    params, state = step(params, state, grads)
+  return state, step, traces
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_sharded_step_compiles_once_after_eager_init(entry, _):
+  # optax's own scalars (counts) start uncommitted on device 0; the first
+  # step returned them replicated on the mesh, so the second call compiled
+  # a second program. init now places them there from the start.
+  params = jax.device_put(problem.init_params(), CANONICAL_SHARDINGS)
+  tx = entry.make()
+  for leaf in jax.tree.leaves(tx.init(params)):
+    assert leaf.committed
+    if leaf.ndim == 0:
+      assert leaf.sharding == REPLICATED, leaf.sharding
+  state, step, traces = _run_counting(tx, params)
+  assert len(traces) == 1 and step._cache_size() == 1  # pylint: disable=protected-access
+  for leaf in jax.tree.leaves(state):
+    if leaf.ndim == 0:
+      assert leaf.sharding == REPLICATED
+
+
+@pytest.mark.parametrize("where", ["device_1", "uncommitted"])
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_single_device_step_compiles_once(entry, _, where):
+  # Committed to one device (not the default one), or not committed at all:
+  # the scalars follow, or stay uncommitted as the params do.
+  arrays = jax.tree.map(jax.numpy.asarray, problem.init_params())
+  params = (jax.device_put(arrays, jax.devices()[1]) if where == "device_1"
+            else arrays)
+  state, step, traces = _run_counting(entry.make(), params)
+  assert len(traces) == 1 and step._cache_size() == 1  # pylint: disable=protected-access
+  devices = {leaf.sharding.device_set == {jax.devices()[1]}
+             for leaf in jax.tree.leaves(state)}
+  assert devices == {where == "device_1"}
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_init_under_jit_equals_eager_init(entry, _):
+  # Tracers have no placement to follow: init under jit (or eval_shape, for
+  # a checkpoint's abstract state) builds the same state as before.
+  params = jax.device_put(problem.init_params(), PARAM_SHARDINGS)
+  tx = entry.make()
+  eager, traced = tx.init(params), jax.jit(tx.init)(params)
+  assert jax.tree.structure(eager) == jax.tree.structure(traced)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(traced)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  abstract = jax.eval_shape(tx.init, params)
+  assert jax.tree.structure(abstract) == jax.tree.structure(eager)

@@ -257,3 +257,175 @@ def test_scale_by_transformations_reject_broadcastable_leaves(factory, what):
   grads, given = (wrong, params) if what == "gradient" else (params, wrong)
   with pytest.raises(ValueError, match=rf"{what} leaf shapes \[\(4,\)\]"):
     jax.jit(tx.update)(grads, state, given)
+
+
+# Non-floating leaves ------------------------------------------------------
+
+from tests.optimizer_table import PUBLIC, PUBLIC_IDS  # noqa: E402
+
+# The name each transformation's messages use (the table's wrapper entry is
+# optfree.schedule_free over Adam).
+PUBLIC_NAME = {"schedule_free_wrapper": "schedule_free"}
+
+NON_FLOAT = {
+    "int32": jnp.asarray([10, 20, 30], jnp.int32),
+    "uint8": jnp.asarray([1, 2, 3], jnp.uint8),
+    "bool": jnp.asarray([True, False, True]),
+    "complex64": jnp.asarray([1 + 1j, 2, 3], jnp.complex64),
+    "python_int": 3,
+}
+
+
+@pytest.mark.parametrize("dtype", NON_FLOAT)
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_init_rejects_non_float_leaf_naming_path_and_dtype(entry, _, dtype):
+  # An int32 leaf used to train to nonsense (schedule_free_adamw moved
+  # [10, 20, 30] to [500010, -499980, -1499970] in five steps), AdaBound
+  # returned a zero update, Lion float updates for it: the policy is an error
+  # at init, naming the leaf, for every transformation.
+  params = {"dense": {"kernel": jnp.ones((2, 3)), "step": NON_FLOAT[dtype]}}
+  expected = str(np.result_type(NON_FLOAT[dtype]) if dtype == "python_int"
+                 else NON_FLOAT[dtype].dtype)
+  with pytest.raises(TypeError) as info:
+    entry.make().init(params)
+  message = str(info.value)
+  name = PUBLIC_NAME.get(entry.name, entry.name)
+  assert message.startswith(f"{name}: every params leaf must be a real "
+                            "floating-point array")
+  assert f"['dense']['step']: {expected}" in message
+  assert "['dense']['kernel']" not in message
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_init_under_jit_rejects_non_float_leaf_too(entry, _):
+  params = {"w": jnp.ones(2), "n": jnp.zeros(2, jnp.int32)}
+  with pytest.raises(TypeError, match=r"\['n'\]: int32"):
+    jax.jit(entry.make().init)(params)
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_integer_leaf_frozen_by_optax_masked_is_allowed(entry, _):
+  # The documented way to keep an integer leaf in the params: leave it out.
+  params = {"w": jnp.ones(3), "n": jnp.arange(3)}
+  tx = optax.masked(entry.make(), {"w": True, "n": False})
+  state = tx.init(params)
+  grads = {"w": jnp.full(3, 0.5), "n": jnp.zeros(3, jnp.int32)}
+  updates, _ = tx.update(grads, state, params)
+  assert updates["n"].dtype == jnp.int32
+  np.testing.assert_array_equal(updates["n"], grads["n"])
+  alone = entry.make()
+  expected, _ = alone.update({"w": grads["w"]},
+                             alone.init({"w": params["w"]}), {"w": params["w"]})
+  np.testing.assert_array_equal(updates["w"], expected["w"])
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_update_rejects_non_float_gradient_and_params(entry, _):
+  params = {"w": jnp.ones(3)}
+  tx = entry.make()
+  state = tx.init(params)
+  with pytest.raises(TypeError, match=r"gradient leaf .*\n  \['w'\]: int32"):
+    tx.update({"w": jnp.ones(3, jnp.int32)}, state, params)
+  with pytest.raises(TypeError, match=r"params leaf .*\n  \['w'\]: bool"):
+    tx.update(params, state, {"w": jnp.ones(3, bool)})
+
+
+# Optimizers that need params name themselves ------------------------------
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("entry, needs_params", PUBLIC, ids=PUBLIC_IDS)
+def test_update_without_params_names_the_optimizer(entry, needs_params, jit):
+  tx = entry.make()
+  params = _params()
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  if not needs_params:
+    updates, _ = update(_gradient(0), state)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    return
+  with pytest.raises(
+      ValueError,
+      match=rf"^{PUBLIC_NAME.get(entry.name, entry.name)}: update\(\) needs the current params"):
+    update(_gradient(0), state)
+
+
+def test_amsbound_and_adaboundw_name_themselves():
+  # amsbound is adabound(amsbound=True); adaboundw with amsbound=True stays
+  # adaboundw: each message names what the user called.
+  state = optfree.amsbound().init(_params())
+  with pytest.raises(ValueError, match="^amsbound: "):
+    optfree.amsbound().update(_gradient(0), state)
+  tx = optfree.adaboundw(amsbound=True)
+  with pytest.raises(ValueError, match="^adaboundw: "):
+    tx.update(_gradient(0), tx.init(_params()))
+
+
+# Messages name the differing leaves ----------------------------------------
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_mismatch_message_names_paths_and_shapes(entry, _):
+  tx = entry.make()
+  params = _params()
+  state = tx.init(params)
+  with pytest.raises(ValueError) as info:
+    tx.update(_renamed_leaf(_gradient(0)), state, params)
+  message = str(info.value)
+  assert "only in the gradient: ['offset'] ()" in message
+  assert "only in the state: ['scale'] ()" in message
+  with pytest.raises(ValueError) as info:
+    tx.update(_wrong_shape(_gradient(0)), state, params)
+  assert "shape at ['dense']['kernel']: gradient (4,), state (3, 4)" in str(
+      info.value)
+
+
+# Weight-decay masks that do not fit the params -------------------------------
+
+WITH_MASK = [entry for entry in OPTIMIZERS if "mask" in
+             __import__("inspect").signature(entry.factory).parameters]
+BAD_MASKS = {
+    "missing_key": ({"dense": True}, ["  not covered by the mask: ['scale']"]),
+    "list_for_dict": ([True, False], ["  only in the mask: [0]",
+                                      "  not covered by the mask: ['scale']"]),
+    "renamed_key": ({"dense": {"kernel": True, "bais": False}, "scale": False},
+                    ["  only in the mask: ['dense']['bais']",
+                     "  not covered by the mask: ['dense']['bias']"]),
+    "callable": (lambda params: {"dense": True},
+                 ["  not covered by the mask: ['scale']"]),
+}
+
+
+@pytest.mark.parametrize("mask", BAD_MASKS)
+@pytest.mark.parametrize("entry", WITH_MASK, ids=[e.name for e in WITH_MASK])
+def test_mask_not_fitting_params_raises_at_init_naming_paths(entry, mask):
+  # Schedule-Free failed only at the first update, the others inside
+  # optax.masked, with jax's tree_map message naming neither the optimizer
+  # nor the mask.
+  tx = entry.make(mask=BAD_MASKS[mask][0])
+  with pytest.raises(ValueError) as info:
+    tx.init(_params())
+  message = str(info.value)
+  assert message.startswith(f"{entry.name}: the mask does not fit the params")
+  for line in BAD_MASKS[mask][1]:
+    assert line in message, message
+
+
+@pytest.mark.parametrize("entry", WITH_MASK, ids=[e.name for e in WITH_MASK])
+def test_prefix_mask_is_accepted(entry):
+  tx = entry.make(mask={"dense": True, "scale": False})
+  params = _params()
+  updates, _ = tx.update(_gradient(0), tx.init(params), params)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+@pytest.mark.parametrize("entry, _", PUBLIC, ids=PUBLIC_IDS)
+def test_update_with_state_and_params_swapped_says_so(entry, _):
+  # The params dict in the state's place used to fail deep inside (an
+  # AttributeError on 'dict' or a tuple unpacking error).
+  tx = entry.make()
+  params = _params()
+  state = tx.init(params)
+  with pytest.raises(TypeError,
+                     match=r"update\(updates, state, params\)"):
+    tx.update(_gradient(0), params, state)

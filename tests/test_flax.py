@@ -159,6 +159,22 @@ def test_eval_params_accepts_nnx_optimizer_state(entry):
   _assert_trees_equal(nnx.as_pure(x), expected)
 
 
+def test_eval_params_compares_nnx_trees_by_key_path():
+  # Param- and OptVariable-wrapped trees, or one wrapped and one pure, pair
+  # by key path with the wrappers' `.value` entries set aside; other keys
+  # still fail.
+  model, optimizer = _trained_nnx(SCHEDULE_FREE[0])
+  expected = optfree.eval_params(
+      nnx.as_pure(optimizer.opt_state), _pure_params(model))
+  mixed = optfree.eval_params(nnx.as_pure(optimizer.opt_state),
+                              nnx.state(model, nnx.Param))
+  _assert_trees_equal(nnx.as_pure(mixed), expected)
+  renamed = {("renamed" if name == "hidden" else name): layer
+             for name, layer in _pure_params(model).items()}
+  with pytest.raises(ValueError, match=r"only in the params: \['renamed'\]"):
+    optfree.eval_params(optimizer.opt_state, renamed)
+
+
 @pytest.mark.parametrize("entry", SCHEDULE_FREE, ids=SCHEDULE_FREE_IDS)
 def test_eval_model_is_a_copy_at_x(entry):
   model, optimizer = _trained_nnx(entry)

@@ -1,5 +1,9 @@
 """Property-based tests (hypothesis) over random valid hyperparameters.
 
+The last tests draw pytrees mixing float32, bfloat16, float16 (and, under
+x64, float64) leaves with integer, boolean and complex ones: the float trees
+train, the mixed ones fail at init naming each non-float leaf.
+
 Hyperparameters are drawn from their valid ranges and fed through
 ``optax.inject_hyperparams``, so each optimizer compiles once per tree shape
 and the examples only run. Params and gradients are random finite arrays
@@ -256,5 +260,127 @@ def test_adabound_step_lies_within_its_bounds(name):
         assert np.all(np.abs(u) >= lower * np.abs(m) - slack)
         assert np.all(-u * np.sign(m) >= -slack)  # a step along -m
       params = new_params
+
+  check()
+
+
+# Random pytrees with mixed dtypes ------------------------------------------
+
+from tests.optimizer_table import PUBLIC, PUBLIC_IDS  # noqa: E402
+
+MIXED_STEPS = 5  # past RAdam's silent first 4 steps (b2 = 0.999)
+MIXED_SETTINGS = hypothesis.settings(
+    max_examples=3, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+FLOATS = ("float32", "bfloat16", "float16")
+NOT_FLOATS = ("int32", "uint8", "bool", "complex64")
+LEAF_SHAPES = ((), (3,))
+
+
+@st.composite
+def _mixed_tree(draw, floats, others):
+  """Float leaves, and the same tree with 1-2 non-float leaves added.
+
+  Returns ``(specs, with_invalid, seed, nested)``: leaf name -> (dtype, shape)
+  dicts for the valid tree (1-3 leaves of drawn float dtypes) and the invalid
+  one, a seed for the values, and whether the first leaf sits one dict down.
+  """
+  leaf = lambda dtypes: st.tuples(st.sampled_from(dtypes),  # noqa: E731
+                                  st.sampled_from(LEAF_SHAPES))
+  valid = draw(st.lists(leaf(floats), min_size=1, max_size=3))
+  invalid = draw(st.lists(leaf(others), min_size=1, max_size=2))
+  specs = {f"leaf{i}": spec for i, spec in enumerate(valid)}
+  position = draw(st.integers(0, len(specs)))
+  mixed = list(specs.items())
+  for i, spec in enumerate(invalid):
+    mixed.insert(position, (f"bad{i}", spec))
+  return specs, dict(mixed), draw(st.integers(0, 2**16)), draw(st.booleans())
+
+
+def _build(specs, seed, nested):
+  rng = np.random.default_rng(seed)
+  leaves = {}
+  for name, (dtype, shape) in specs.items():
+    values = rng.uniform(-2, 2, size=shape)
+    if dtype == "bool":
+      leaves[name] = jnp.asarray(values > 0)
+    elif dtype.startswith(("int", "uint")):
+      leaves[name] = jnp.asarray(np.abs(values) * 10, dtype)
+    else:
+      # Away from 0, so that every element has a nonzero gradient.
+      leaves[name] = jnp.asarray(values + np.sign(values) * 0.1 + 0.05, dtype)
+  if nested:
+    first = next(iter(leaves))
+    return {"inner": {first: leaves.pop(first)}, **leaves}
+  return leaves
+
+
+@functools.lru_cache(maxsize=None)
+def _mixed_step(name):
+  (entry,) = [entry for entry, _ in PUBLIC if entry.name == name]
+  tx = entry.make()
+
+  @jax.jit
+  def step(params, state, gradient):
+    updates, state = tx.update(gradient, state, params)
+    return optax.apply_updates(params, updates), state, updates
+
+  return tx, step
+
+
+def _check_mixed_tree(name, specs, with_invalid, seed, nested):
+  tx, step = _mixed_step(name)
+  # The documented error: a TypeError at init naming each invalid leaf (and
+  # only those), by key path and dtype.
+  params = _build(with_invalid, seed, nested)
+  with pytest.raises(TypeError) as info:
+    tx.init(params)
+  message = str(info.value)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    line = f"\n  {jax.tree_util.keystr(path)}: {leaf.dtype}\n"
+    is_float = jnp.issubdtype(leaf.dtype, jnp.floating)
+    assert (line in message) != is_float, (line, message)
+
+  params = _build(specs, seed, nested)
+  start = params
+  state = tx.init(params)
+  signature = _signature(state)
+  # Low-precision leaves may stall where a step is below their rounding
+  # spacing (a bfloat16 1.0 ignores steps under 2**-8): only float32 and
+  # float64 leaves must move.
+  moved = jax.tree.map(
+      lambda p: np.full(p.shape, p.dtype not in (jnp.float32, jnp.float64)),
+      params)
+  for index in range(MIXED_STEPS):
+    gradient = _build(specs, seed + index + 1, nested)
+    params, state, updates = step(params, state, gradient)
+    assert _signature(state) == signature
+    for p, u, old in zip(jax.tree.leaves(params), jax.tree.leaves(updates),
+                         jax.tree.leaves(start)):
+      assert p.dtype == u.dtype == old.dtype
+      assert np.all(np.isfinite(np.asarray(p, np.float64)))
+      assert np.all(np.isfinite(np.asarray(u, np.float64)))
+    moved = jax.tree.map(lambda m, u: m | (np.asarray(u) != 0), moved, updates)
+  # Every element of every such leaf got a nonzero update at some step.
+  assert all(np.all(m) for m in jax.tree.leaves(moved)), moved
+
+
+@pytest.mark.parametrize("name", PUBLIC_IDS)
+def test_mixed_dtype_trees_train_or_fail_at_init(name):
+  @MIXED_SETTINGS
+  @hypothesis.given(_mixed_tree(FLOATS, NOT_FLOATS))
+  def check(tree):
+    _check_mixed_tree(name, *tree)
+
+  check()
+
+
+@pytest.mark.parametrize("name", PUBLIC_IDS)
+def test_mixed_dtype_trees_with_float64_train_under_x64(name, x64):
+  # float64 leaves (and int64 ones, rejected) exist only under x64.
+  @MIXED_SETTINGS
+  @hypothesis.given(_mixed_tree(FLOATS + ("float64",), ("int64", "bool")))
+  def check(tree):
+    _check_mixed_tree(name, *tree)
 
   check()

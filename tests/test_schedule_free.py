@@ -449,6 +449,52 @@ def test_eval_params_with_mismatched_params_raises():
     optfree.eval_params(state, {"a": PARAMS["a"]})
 
 
+def _eval_params_message(state, params):
+  with pytest.raises(ValueError, match="do not match") as info:
+    optfree.eval_params(state, params)
+  return str(info.value)
+
+
+def test_eval_params_with_other_keys_of_equal_shapes_raises():
+  # Pairing leaves in order returned x under the wrong keys: {'a', 'c'}
+  # against a state of {'a', 'b'} whose 'b' has the shape of 'c'.
+  state = _sf().init(PARAMS)
+  message = _eval_params_message(state, {"a": PARAMS["a"], "c": PARAMS["b"]})
+  assert "only in the params: ['c'] (2, 2)" in message
+  assert "only in the state: ['b'] (2, 2)" in message
+
+
+def test_eval_params_with_a_list_for_the_dict_raises():
+  state = _sf().init(PARAMS)
+  message = _eval_params_message(state, [PARAMS["a"], PARAMS["b"]])
+  assert "only in the params: [0] (3,)" in message
+  assert "only in the state: ['a'] (3,)" in message
+
+
+def test_eval_params_shape_mismatch_names_the_leaf_and_both_shapes():
+  # The message used to print two identical PyTreeDefs and no shape.
+  state = _sf().init(PARAMS)
+  message = _eval_params_message(
+      state, {"a": PARAMS["a"], "b": jnp.ones((2, 3))})
+  assert "shape at ['b']: params (2, 3), state (2, 2)" in message
+  assert "PyTreeDef" not in message
+
+
+def test_eval_params_rejects_integer_params_naming_the_leaf():
+  state = _sf().init(PARAMS)
+  params = {"a": jnp.arange(3), "b": PARAMS["b"]}
+  with pytest.raises(TypeError, match=r"^eval_params: .*\n  \['a'\]: int32"):
+    optfree.eval_params(state, params)
+
+
+def test_eval_params_returns_masked_out_integer_leaf_as_it_is():
+  params = {"a": PARAMS["a"], "n": jnp.arange(4)}
+  optimizer = optax.masked(_sf(), {"a": True, "n": False})
+  state = optimizer.init(params)
+  x = optfree.eval_params(state, params)
+  assert x["n"] is params["n"]
+
+
 # --- inject_hyperparams and jit ---
 
 INJECTABLE = {
@@ -571,3 +617,9 @@ def test_mismatched_trees_raise(factory, jit):
     update({"a": jnp.ones(4), "b": PARAMS["b"]}, state, PARAMS)
   with pytest.raises(ValueError, match="needs the current params"):
     update(PARAMS, state)
+
+
+def test_eval_params_with_swapped_arguments_says_so():
+  state = _sf().init(PARAMS)
+  with pytest.raises(ValueError, match=r"call eval_params\(opt_state, params\)"):
+    optfree.eval_params(PARAMS, state)

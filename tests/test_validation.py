@@ -89,11 +89,18 @@ class Bad:
     return f"{self.constructor}-{shown}"
 
 
+# A state kept in an integer dtype rounds every update away, silently.
+DTYPE_BAD = {
+    "state_dtype": [jnp.int32, "bool", jnp.complex64, "not a dtype"],
+    "mu_dtype": [jnp.int8, "uint16", jnp.complex64],
+}
+
+
 def _optimizer_cases():
   cases = []
   for constructor, (factory, rules) in OPTIMIZER_RULES.items():
     parameters = inspect.signature(factory).parameters
-    for argument, values in rules.items():
+    for argument, values in {**rules, **DTYPE_BAD}.items():
       if argument in parameters:
         cases.extend(Bad(constructor, factory, {argument: value}, argument)
                      for value in values)
