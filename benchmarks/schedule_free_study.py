@@ -71,16 +71,15 @@ for path in (ROOT, ROOT / "benchmarks"):
 import quality  # pylint: disable=wrong-import-position
 from optfree import _demo_models  # pylint: disable=wrong-import-position
 
-# Learning rates: a half-decade ladder (1, 3, 10, 30, ...); grids are runs of
-# it. The starting grids hold the values quality.py chose and reach past them.
-LADDER = tuple(m * 10.0**e for e in range(-5, 3) for m in (1, 3))
+# Learning-rate grids: runs of quality.LADDER (half-decade steps). The
+# starting grids hold the values quality.py chose and reach past them.
 START_GRIDS = {
     "adamw_cosine": (3e-3, 1e-2, 3e-2, 1e-1),
     "sgd_cosine": (3e-2, 1e-1, 3e-1, 1.0),
     "sf_adamw": (3e-3, 1e-2, 3e-2, 1e-1),
     "sf_sgd": (3e-1, 1.0, 3.0, 10.0),
 }
-MAX_WIDENINGS = 2
+MAX_WIDENINGS = quality.MAX_WIDENINGS
 SCHEDULE_FREE = {"sf_adamw": "adamw_cosine", "sf_sgd": "sgd_cosine"}
 BASELINES = tuple(SCHEDULE_FREE.values())
 CURRENT = dict(b1=0.9, r=0.0, warmup_fraction=0.05)
@@ -122,12 +121,6 @@ def _key(config: dict[str, float] | None) -> str:
     return "-"
   return (f"b1={config['b1']:g},r={config['r']:g},"
           f"warmup={config['warmup_fraction']:g}")
-
-
-def _neighbour(lr: float, direction: int) -> float | None:
-  index = min(range(len(LADDER)), key=lambda i: abs(math.log(LADDER[i] / lr)))
-  index += direction
-  return LADDER[index] if 0 <= index < len(LADDER) else None
 
 
 class Records:
@@ -179,10 +172,10 @@ class Records:
 class Study(Records):
   """The runs of one task, kept as flat records and saved after each stage."""
 
-  def __init__(self, task_name: str, settings: dict[str, Any],
+  def __init__(self, task_name: str, task: Any, settings: dict[str, Any],
                out_path: pathlib.Path, progress, search: dict[str, Any]):
     self.task_name = task_name
-    self.task = quality.TASK_BUILDERS[task_name](**settings["model"])
+    self.task = task
     self.steps = settings["steps"]
     self.settings = settings
     self.out_path = out_path
@@ -222,8 +215,12 @@ class Study(Records):
     """
     todo = [run for run in runs if self.find(method, steps, run["config"],
                                               run["lr"], run["seed"]) is None]
-    if not todo:
-      return
+    if todo:
+      self._train(method, todo, steps, stops)
+      self.save()
+
+  def _train(self, method: str, todo: list[dict[str, Any]], steps: int,
+             stops: Sequence[int]) -> None:
     start = time.perf_counter()
     seeds = [run["seed"] for run in todo]
     if method in SCHEDULE_FREE:
@@ -260,9 +257,9 @@ class Study(Records):
         grid = self.grid(method, steps, config)
         best = self.best_lr(method, steps, config)
         if best == grid[0] and grid[0] != grid[-1]:
-          lr = _neighbour(best, -1)
+          lr = quality.neighbour(best, -1)
         elif best == grid[-1]:
-          lr = _neighbour(best, +1)
+          lr = quality.neighbour(best, +1)
         else:
           continue
         if lr is not None:
@@ -292,10 +289,14 @@ class Study(Records):
 
     def search_stage():
       for m in sf_methods:
+        b1s, rs = self.search.get("b1s", B1S), self.search.get("rs", RS)[m]
+        if self.search.get("one_at_a_time"):
+          pairs = [(b1, CURRENT["r"]) for b1 in b1s] + [
+              (CURRENT["b1"], r) for r in rs if r != CURRENT["r"]]
+        else:
+          pairs = list(itertools.product(b1s, rs))
         configs = [dict(b1=b1, r=r, warmup_fraction=CURRENT["warmup_fraction"])
-                   for b1, r in itertools.product(
-                       self.search.get("b1s", B1S),
-                       self.search.get("rs", RS)[m])]
+                   for b1, r in pairs]
         self.tune(m, configs, T, self.horizon_stops(T))
       for b in baselines:
         for stop in self.horizon_stops(T):
@@ -583,6 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Schedule-Free methods (each with its baseline)")
   parser.add_argument("--long-methods", default=None,
                       help="methods also run at 4T (default: --methods)")
+  parser.add_argument("--one-at-a-time", action="store_true",
+                      help="search b1 at r=0 and r at b1=0.9 instead of "
+                           "every (b1, r) pair")
+  parser.add_argument("--grid", action="append", default=[],
+                      metavar="METHOD=LR,LR,...",
+                      help="starting learning-rate grid of a method")
   parser.add_argument("--steps", type=int, default=None,
                       help="override T of every task")
   parser.add_argument("--summarize", action="store_true",
@@ -620,11 +627,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
   if not args.summarize:
     search = dict(QUICK_SEARCH) if args.quick else {}
+    if args.one_at_a_time:
+      search["one_at_a_time"] = True
+    for item in args.grid:
+      method, _, values = item.partition("=")
+      if method not in START_GRIDS:
+        parser.error(f"unknown method in --grid {item!r}")
+      search["grids"] = {**search.get("grids", START_GRIDS),
+                         method: tuple(float(v) for v in values.split(","))}
     for name in tasks:
       settings = dict((quality.QUICK if args.quick else quality.FULL)[name])
       if args.steps is not None:
         settings["steps"] = args.steps
-      study = Study(name, settings,
+      task = quality.TASK_BUILDERS[name](**settings["model"])
+      study = Study(name, task, settings,
                     out_dir / f"schedule_free_study-{name}.json", progress,
                     search)
       study.run(methods, long_methods)
