@@ -9,9 +9,9 @@ Protocol, per task and optimizer:
 1. Learning-rate grid: one run per learning rate (seed 0, vmapped together).
    The best learning rate is the one with the lowest validation loss at the
    end (validation data is held out of training and apart from the test set).
-   While it is the grid's smallest or largest value, the grid is widened by
-   one half-decade step on that side (at most twice), so that a chosen
-   learning rate at an edge is a flagged exception, not the rule.
+   While it is the grid's smallest or largest value, the grid is widened on
+   that side by as many half-decade steps as it had values (at most twice),
+   so that a chosen learning rate at an edge is a flagged exception.
 2. Seeds: the best learning rate with every seed (vmapped together); the test
    curves (loss, accuracy) are averaged over seeds. Seed 0 repeats a grid run,
    which checks that training is deterministic.
@@ -107,12 +107,16 @@ def tune(task, spec, grid, seeds, steps, eval_every,
   """The grid on seed 0, then the best learning rate on every seed.
 
   While the best learning rate (lowest validation loss at the end) is the
-  grid's smallest or largest, one more value past it on ``LADDER`` is run,
-  at most ``max_widenings`` times.
+  grid's smallest or largest, as many values as the grid had, past it on
+  ``LADDER``, are run, at most ``max_widenings`` times. Every seed-0 batch is
+  then as wide as the first, so it is one compiled program, and the seed-0
+  run of the seed phase repeats it bit for bit when there are as many seeds
+  as learning rates in the grid.
   """
   horizons = _horizons(steps)
   final = {}
   batch = list(grid)
+  width = len(batch)
   for widening in range(max_widenings + 1):
     points = train(task, spec, batch, [seeds[0]] * len(batch), steps,
                    set(horizons))[steps]
@@ -125,12 +129,14 @@ def tune(task, spec, grid, seeds, steps, eval_every,
     if widening == max_widenings:
       break
     if best_lr == grid[0] and len(grid) > 1:
-      batch = [neighbour(best_lr, -1)]
+      direction = -1
     elif best_lr == grid[-1]:
-      batch = [neighbour(best_lr, +1)]
+      direction = +1
     else:
       break
-    if batch[0] is None:
+    batch = [neighbour(best_lr, direction * (i + 1)) for i in range(width)]
+    batch = [lr for lr in batch if lr is not None]
+    if not batch:
       break
   best = grid.index(best_lr)
   record = set(range(eval_every, steps + 1, eval_every)) | set(horizons)
