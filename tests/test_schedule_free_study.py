@@ -6,6 +6,7 @@ import json
 import math
 import pathlib
 import sys
+import types
 
 import pytest
 
@@ -23,7 +24,9 @@ class FakeStudy(study.Study):
   """A Study whose training is a known validation loss of the learning rate."""
 
   def __init__(self, tmp_path, loss_of_lr, search=None):
-    super().__init__("fake", None, {"steps": 8, "model": {}},
+    task = types.SimpleNamespace(data=types.SimpleNamespace(
+        description="validation loss a function of the learning rate"))
+    super().__init__("fake", task, {"steps": 8, "model": {}},
                      tmp_path / "fake.json", lambda message: None,
                      dict(search or {}))
     self.loss_of_lr = loss_of_lr
@@ -116,7 +119,7 @@ def test_recommendation_is_best_on_average_among_settings_every_task_ran():
 
 # ------------------------------------------------------------ end to end
 
-STEPS = 4
+STEPS = 8
 
 
 @pytest.fixture(scope="module")
