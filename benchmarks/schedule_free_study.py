@@ -307,6 +307,8 @@ class Study(Records):
         best = self.best_config(m, T, self.configs_run(m, T))
         configs = [{**best, "warmup_fraction": w}
                    for w in self.search.get("warmups", WARMUPS)]
+        if m == "sf_adamw":
+          configs += [c for c in self.extra_finalists if c not in configs]
         self.tune(m, configs, T, self.horizon_stops(T))
 
     def finalists(m):
@@ -590,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--grid", action="append", default=[],
                       metavar="METHOD=LR,LR,...",
                       help="starting learning-rate grid of a method")
+  parser.add_argument("--finalist", action="append", default=[],
+                      metavar="b1=B1,r=R,warmup=FRACTION",
+                      help="a Schedule-Free AdamW setting to run at T, 4T and "
+                           "with every seed besides the current and the best "
+                           "(e.g. the recommendation from the other task)")
   parser.add_argument("--steps", type=int, default=None,
                       help="override T of every task")
   parser.add_argument("--summarize", action="store_true",
@@ -629,6 +636,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     search = dict(QUICK_SEARCH) if args.quick else {}
     if args.one_at_a_time:
       search["one_at_a_time"] = True
+    for item in args.finalist:
+      fields = dict(part.split("=") for part in item.split(","))
+      search.setdefault("extra_finalists", []).append(dict(
+          b1=float(fields["b1"]), r=float(fields["r"]),
+          warmup_fraction=float(fields["warmup"])))
     for item in args.grid:
       method, _, values = item.partition("=")
       if method not in START_GRIDS:
