@@ -6,45 +6,55 @@ character-level transformer, each at its quality.py length T and at 4T.
 
 Methods. Schedule-Free AdamW and SGD over b1, r and the warmup fraction, each
 with a learning-rate grid; AdamW and SGD-Nesterov with warmup-cosine, tuned
-separately for every stopping time (they know when they stop) over grids as
-wide. Every grid starts from the same four half-decade values and is widened
-by the same rule (while the best value sits at an edge, one more value beyond
-it, at most ``MAX_WIDENINGS`` times), so no method gets more learning rates
-than it needs to have its best one inside the grid.
+separately for every stopping time (they know when they stop). Every grid
+starts from four half-decade values (``START_GRIDS``, or ``--grid``) and is
+widened by the same rule (while the best value sits at an edge, one more value
+beyond it, at most ``MAX_WIDENINGS`` times), so every method gets the
+learning rates it needs to have its best one inside the grid.
 
 Protocol. Learning rates and settings are chosen on the validation loss of
 seed 0; the numbers reported are test loss and accuracy over seeds 0, 1, 2 at
 the chosen values. Stages, each one program per method and run length (the
-runs of a stage train inside it one after another, see ``_demo_models.Runs``):
+runs of a stage train inside it one after another on CPU, see
+``_demo_models.Runs``):
 
 1. search, horizon T, seed 0: Schedule-Free AdamW over b1 in {0.9, 0.95,
-   0.98} x r in {0, 1, 2}, Schedule-Free SGD over b1 x r in {0, 2} (r = 1 lies
-   between; SGD is the secondary method), both at the reference 5% warmup;
-   the cosine baselines tuned for T/4, T/2 and T.
-2. warmup, horizon T, seed 0: warmup fractions 0 and 20% at each
-   Schedule-Free method's best (b1, r).
+   0.98} x r in {0, 1, 2} (with ``--one-at-a-time``: b1 at r = 0, then r at
+   b1 = 0.9), Schedule-Free SGD over b1 x r in {0, 2}, both at 5% warmup; the
+   cosine baselines tuned for T/4, T/2 and T.
+2. warmup, horizon T, seed 0: warmup fractions 0, 5% and 20% at each
+   Schedule-Free method's best (b1, r) (and any ``--finalist``).
 3. seeds at T: seeds 1 and 2 for the current settings (b1 = 0.9, r = 0, 5%
-   warmup), the best settings of stages 1-2 and the cosine baselines.
-4. long, horizon 4T, seed 0: the current and the best settings, and the
-   cosine baselines tuned for 2T and 4T (T = 4T/4 comes from stage 1).
+   warmup), the best settings of stages 1-2, the ``--finalist`` settings and
+   the cosine baselines.
+4. long, horizon 4T, seed 0 (methods of ``--long-methods``): the same
+   settings, their learning rates tuned again, and the cosine baseline tuned
+   for 2T and 4T (T = 4T/4 comes from stage 1).
 5. seeds at 4T, as stage 3.
 A Schedule-Free run of horizon H is one run of H steps read at H/4, H/2 and
 H; its warmup is a fraction of H and its learning rate is chosen at H.
 
 The recommendation (the JSON's ``"recommended"``) is the Schedule-Free AdamW
-setting with the lowest validation loss, at T, relative to the tuned
+setting with the lowest validation loss at T relative to the tuned
 AdamW-cosine, averaged over the tasks, among the settings every task ran;
 horizon 4T then tests it with only its learning rate tuned, the same budget
 as the cosine baseline.
 
-Writes benchmarks/results/schedule_free_study-<task>.json after every stage
-(a cut run leaves its data), schedule_free_study.json (both tasks, the
-recommendation, the gap tables) and schedule_free_study-<task>.png.
+Writes benchmarks/results/schedule_free_study-<task>.json after every batch
+of runs (a cut run keeps its data, and a rerun with the same options resumes
+from it), schedule_free_study.json (both tasks, the recommendation, gap
+tables, learning-rate sensitivity) and schedule_free_study-<task>.png.
 
-  python benchmarks/schedule_free_study.py                  # everything
-  python benchmarks/schedule_free_study.py --tasks charlm   # one task
-  python benchmarks/schedule_free_study.py --summarize      # JSON+plots only
-  python benchmarks/schedule_free_study.py --quick          # smoke run
+The committed results come from (2 shared CPU cores; see the guide
+docs/guides/schedule_free_tuning.md for why MNIST-1D's search is smaller):
+
+  python benchmarks/schedule_free_study.py --tasks charlm \
+      --long-methods sf_adamw --finalist b1=0.9,r=1,warmup=0.05
+  python benchmarks/schedule_free_study.py --tasks mnist1d \
+      --methods sf_adamw --one-at-a-time --grid sf_adamw=0.003,0.01,0.03 \
+      --grid adamw_cosine=0.01,0.03,0.1
+  python benchmarks/schedule_free_study.py --summarize
+  python benchmarks/schedule_free_study.py --quick     # smoke run, minutes
 """
 
 from __future__ import annotations
@@ -184,6 +194,7 @@ class Study(Records):
     super().__init__([])
     self.stages: dict[str, float] = {}
     self.extra_finalists = search.pop("extra_finalists", [])
+    self.task_best = search.pop("task_best", True)
     if out_path.exists():
       saved = json.loads(out_path.read_text())
       if saved.get("config") == self.config():
@@ -314,7 +325,8 @@ class Study(Records):
     def finalists(m):
       best = self.best_config(m, T, self.configs_run(m, T))
       chosen = [CURRENT]
-      for config in [best] + (self.extra_finalists if m == "sf_adamw" else []):
+      extra = self.extra_finalists if m == "sf_adamw" else []
+      for config in ([best] if self.task_best or not extra else []) + extra:
         if config not in chosen:
           chosen.append(config)
       return chosen
@@ -597,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Schedule-Free AdamW setting to run at T, 4T and "
                            "with every seed besides the current and the best "
                            "(e.g. the recommendation from the other task)")
+  parser.add_argument("--no-task-best", action="store_true",
+                      help="with --finalist: leave this task's own best "
+                           "Schedule-Free AdamW setting out of stages 3-5")
   parser.add_argument("--steps", type=int, default=None,
                       help="override T of every task")
   parser.add_argument("--summarize", action="store_true",
@@ -636,6 +651,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     search = dict(QUICK_SEARCH) if args.quick else {}
     if args.one_at_a_time:
       search["one_at_a_time"] = True
+    if args.no_task_best:
+      search["task_best"] = False
     for item in args.finalist:
       fields = dict(part.split("=") for part in item.split(","))
       search.setdefault("extra_finalists", []).append(dict(
