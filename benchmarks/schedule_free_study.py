@@ -541,22 +541,34 @@ def plot(analysis: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     ax = axes[1][col]
-    curves = analysis["sensitivity"][horizon]
+    # The baselines and the settings of the gap table (the search's other
+    # settings are in the JSON).
+    shown = {f"{m}|{key}" for table in analysis["gaps"].get(horizon, {})
+             .values() for key in table[0] if key != "stop" for m in
+             SCHEDULE_FREE} | {f"{b}|-" for b in BASELINES}
+    curves = {name: c for name, c in analysis["sensitivity"][horizon].items()
+              if name in shown}
     finite = [v for c in curves.values() for v in c["val_loss"]
               if math.isfinite(v)]
     for name, c in curves.items():
       method = name.split("|")[0]
-      ax.plot(c["lr"], c["val_loss"], "o-" if method in BASELINES else ".--",
+      loss = np.asarray(c["val_loss"], float)
+      # Diverged runs (inf or huge losses) are drawn as gaps.
+      loss[~(loss < 10 * min(finite))] = np.nan
+      ax.plot(c["lr"], loss, "o-" if method in BASELINES else ".--",
               label=name.replace("|-", " (tuned for H)").replace("|", " "),
-              lw=2 if method in BASELINES else 0.8)
+              lw=2 if method in BASELINES else 1)
     ax.set_xscale("log")
     if finite:
-      ax.set_ylim(min(finite) * 0.95, min(finite) * 2.0)
+      worst_best = max(min(v for v in c["val_loss"] if math.isfinite(v))
+                       for c in curves.values() if any(
+                           math.isfinite(v) for v in c["val_loss"]))
+      ax.set_ylim(min(finite) * 0.95, worst_best * 1.5)
     ax.set_xlabel("learning rate")
     ax.set_ylabel(f"validation loss at {horizon} (seed 0)")
     ax.set_title("learning-rate sensitivity", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=5, ncol=2)
+    ax.legend(fontsize=6)
   fig.suptitle(f"{analysis['task']}: {analysis['description']}", fontsize=8)
   fig.tight_layout()
   path = out_dir / f"schedule_free_study-{analysis['task']}.png"
