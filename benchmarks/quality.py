@@ -15,6 +15,10 @@ Protocol, per task and optimizer:
 2. Seeds: the best learning rate with every seed (vmapped together); the test
    curves (loss, accuracy) are averaged over seeds. Seed 0 repeats a grid run,
    which checks that training is deterministic.
+Schedule-Free AdamW runs with the settings that
+benchmarks/schedule_free_study.py recommends (``_demo_models.SF_ADAMW_SETTINGS``:
+b1=0.9, r=1, 5% warmup); the JSON records them under
+``schedule_free_settings`` and in each optimizer's label.
 Horizons: AdamW + warmup-cosine and SGD + warmup-cosine are tuned and run
 separately for T/4, T/2 and T steps (each knows its stopping time). The
 Schedule-Free runs are single runs of T steps whose learning rate was chosen
@@ -207,6 +211,9 @@ def run_task(name: str, settings: dict[str, Any], optimizers: Sequence[str],
       "num_params": int(num_params),
       "config": {"steps": steps, "eval_every": eval_every,
                  "seeds": list(seeds), "quick": quick, **settings["model"]},
+      "schedule_free_settings": {
+          "sf_adamw": _demo_models.SF_ADAMW_SETTINGS,
+          "sf_sgd": _demo_models.SF_SGD_SETTINGS},
       "optimizers": results,
       "horizon_runs": horizon_runs,
       "horizons": horizon_table(results, horizon_runs, steps),
