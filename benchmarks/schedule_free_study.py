@@ -49,10 +49,14 @@ The committed results come from (2 shared CPU cores; see the guide
 docs/guides/schedule_free_tuning.md for why MNIST-1D's search is smaller):
 
   python benchmarks/schedule_free_study.py --tasks charlm \
-      --long-methods sf_adamw --finalist b1=0.9,r=1,warmup=0.05
+      --long-methods sf_adamw,sf_sgd --finalist b1=0.9,r=1,warmup=0.05
   python benchmarks/schedule_free_study.py --tasks mnist1d \
       --methods sf_adamw --one-at-a-time --grid sf_adamw=0.003,0.01,0.03 \
-      --grid adamw_cosine=0.01,0.03,0.1
+      --grid adamw_cosine=0.01,0.03,0.1 --finalist b1=0.9,r=1,warmup=0.05 \
+      --no-task-best
+(each resumed from its saved runs after the recommendation was known; the
+MNIST-1D one first ran without the last two options, so its own best setting
+also has seeds at T)
   python benchmarks/schedule_free_study.py --summarize
   python benchmarks/schedule_free_study.py --quick     # smoke run, minutes
 """

@@ -178,3 +178,33 @@ def test_gap_tables_use_choices_made_on_validation(run):
         assert entry["test_loss_gap"] == pytest.approx(
             entry["test_loss"]["mean"] - cosine["test_loss"]["mean"])
         assert math.isfinite(entry["test_loss"]["mean"])
+
+
+# ------------------------------------------------------- committed results
+
+COMMITTED = json.loads((PATH.parent / "results" / "schedule_free_study.json")
+                       .read_text())
+
+
+def test_demo_and_quality_use_the_committed_recommendation():
+  assert study._demo_models.SF_ADAMW_SETTINGS == COMMITTED["recommended"]
+  assert study._demo_models.OPTIMIZERS["sf_adamw"].label.endswith(
+      "(b1={b1:g}, r={r:g}, warmup {w:g}%)".format(
+          w=100 * COMMITTED["recommended"]["warmup_fraction"],
+          **COMMITTED["recommended"]))
+
+
+def test_committed_choices_are_inside_their_grids_at_both_horizons():
+  for task in ("mnist1d", "charlm"):
+    gaps = COMMITTED["tasks"][task]["gaps"]
+    steps = COMMITTED["tasks"][task]["config"]["steps"]
+    assert set(gaps) == {str(steps), str(study.LONG * steps)}
+    for table in gaps.values():
+      for rows in table.values():
+        for row in rows:
+          for key, entry in row.items():
+            if key == "stop":
+              continue
+            assert entry["lr_grid"][0] < entry["lr"] < entry["lr_grid"][-1], (
+                task, row["stop"], key)
+            assert entry["seeds"] == [0, 1, 2]
