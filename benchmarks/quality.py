@@ -16,8 +16,9 @@ Protocol, per task and optimizer:
    curves (loss, accuracy) are averaged over seeds. Seed 0 repeats a grid run,
    which checks that training is deterministic.
 Schedule-Free AdamW runs with the settings that
-benchmarks/schedule_free_study.py recommends (``_demo_models.SF_ADAMW_SETTINGS``:
-b1=0.9, r=1, 5% warmup); the JSON records them under
+benchmarks/schedule_free_study.py recommends
+(``_demo_models.SF_ADAMW_SETTINGS``: b1=0.9, r=1, 5% warmup); the JSON
+records them under
 ``schedule_free_settings`` and in each optimizer's label.
 Horizons: AdamW + warmup-cosine and SGD + warmup-cosine are tuned and run
 separately for T/4, T/2 and T steps (each knows its stopping time). The

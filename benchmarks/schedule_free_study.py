@@ -110,8 +110,9 @@ QUICK_SEARCH = dict(
 
 
 def _sf_make(name):
-  build = {"sf_adamw": _demo_models._sf_adamw,  # pylint: disable=protected-access
-           "sf_sgd": _demo_models._sf_sgd}[name]  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  build = {"sf_adamw": _demo_models._sf_adamw, "sf_sgd": _demo_models._sf_sgd}
+  build = build[name]
 
   def make(hparams, total_steps):
     return build(hparams["lr"], total_steps, b1=hparams["b1"], r=hparams["r"],
