@@ -9,9 +9,17 @@ Protocol, per task and optimizer:
 1. Learning-rate grid: one run per learning rate (seed 0, vmapped together).
    The best learning rate is the one with the lowest validation loss at the
    end (validation data is held out of training and apart from the test set).
+   While it is the grid's smallest or largest value, the grid is widened on
+   that side by as many half-decade steps as it had values (at most twice),
+   so that a chosen learning rate at an edge is a flagged exception.
 2. Seeds: the best learning rate with every seed (vmapped together); the test
    curves (loss, accuracy) are averaged over seeds. Seed 0 repeats a grid run,
    which checks that training is deterministic.
+Schedule-Free AdamW runs with the settings that
+benchmarks/schedule_free_study.py recommends
+(``_demo_models.SF_ADAMW_SETTINGS``: b1=0.9, r=1, 5% warmup); the JSON
+records them under
+``schedule_free_settings`` and in each optimizer's label.
 Horizons: AdamW + warmup-cosine and SGD + warmup-cosine are tuned and run
 separately for T/4, T/2 and T steps (each knows its stopping time). The
 Schedule-Free runs are single runs of T steps whose learning rate was chosen
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import platform
 import sys
@@ -47,6 +56,10 @@ from optfree import _demo_models  # pylint: disable=wrong-import-position
 OPTIMIZERS = tuple(_demo_models.OPTIMIZERS)
 # --quick compiles fewer programs: one per optimizer and horizon dominates.
 QUICK_OPTIMIZERS = ("adamw_cosine", "sf_adamw", "lion", "adabound")
+# Learning rates: a half-decade ladder (1, 3, 10, 30, ...). Grids are runs
+# of it, widened along it while the best value sits at an edge.
+LADDER = tuple(m * 10.0**e for e in range(-5, 3) for m in (1, 3))
+MAX_WIDENINGS = 2
 # Tuned per horizon (they know their stopping time), and the Schedule-Free
 # optimizer each is compared with.
 HORIZON_BASELINES = {"adamw_cosine": "sf_adamw", "sgd_cosine": "sf_sgd"}
@@ -87,22 +100,56 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
   return float(np.mean(values)), float(np.std(values))
 
 
-def tune(task, spec, grid, seeds, steps, eval_every) -> dict[str, Any]:
-  """The grid on seed 0, then the best learning rate on every seed."""
+def neighbour(lr: float, direction: int) -> float | None:
+  """The value ``direction`` places from ``lr`` on ``LADDER`` (None past it)."""
+  index = min(range(len(LADDER)), key=lambda i: abs(math.log(LADDER[i] / lr)))
+  index += direction
+  return LADDER[index] if 0 <= index < len(LADDER) else None
+
+
+def tune(task, spec, grid, seeds, steps, eval_every,
+         max_widenings: int = 0) -> dict[str, Any]:
+  """The grid on seed 0, then the best learning rate on every seed.
+
+  While the best learning rate (lowest validation loss at the end) is the
+  grid's smallest or largest, as many values as the grid had, past it on
+  ``LADDER``, are run, at most ``max_widenings`` times. Every seed-0 batch is
+  then as wide as the first, so it is one compiled program, and the seed-0
+  run of the seed phase repeats it bit for bit when there are as many seeds
+  as learning rates in the grid.
+  """
   horizons = _horizons(steps)
-  grid_points = train(task, spec, grid, [seeds[0]] * len(grid), steps,
-                      set(horizons))
-  final = grid_points[steps]
-  val_loss = np.where(np.isfinite(final["val_loss"]), final["val_loss"],
-                      np.inf)
-  best = int(np.argmin(val_loss))
-  best_lr = grid[best]
+  final = {}
+  batch = list(grid)
+  width = len(batch)
+  for widening in range(max_widenings + 1):
+    points = train(task, spec, batch, [seeds[0]] * len(batch), steps,
+                   set(horizons))[steps]
+    for i, lr in enumerate(batch):
+      final[lr] = {key: float(value[i]) for key, value in points.items()}
+    grid = sorted(final)
+    val_loss = {lr: metrics["val_loss"] if np.isfinite(metrics["val_loss"])
+                else np.inf for lr, metrics in final.items()}
+    best_lr = min(grid, key=val_loss.get)
+    if widening == max_widenings:
+      break
+    if best_lr == grid[0] and len(grid) > 1:
+      direction = -1
+    elif best_lr == grid[-1]:
+      direction = +1
+    else:
+      break
+    batch = [neighbour(best_lr, direction * (i + 1)) for i in range(width)]
+    batch = [lr for lr in batch if lr is not None]
+    if not batch:
+      break
+  best = grid.index(best_lr)
   record = set(range(eval_every, steps + 1, eval_every)) | set(horizons)
   seed_points = train(task, spec, [best_lr] * len(seeds), seeds, steps,
                       record)
   # Bitwise equal when both vmaps have the same width (one compiled program).
   repeat_identical = bool(np.array_equal(seed_points[steps]["test_loss"][0],
-                                         final["test_loss"][best]))
+                                         final[best_lr]["test_loss"]))
   steps_recorded = sorted(seed_points)
   curve = {"step": steps_recorded}
   for metric in ("test_loss", "test_accuracy"):
@@ -121,9 +168,7 @@ def tune(task, spec, grid, seeds, steps, eval_every) -> dict[str, Any]:
       "schedule_free": spec.schedule_free,
       "steps": steps,
       "lr_grid": list(grid),
-      "grid_seed0": {
-          f"{lr:g}": {key: float(value[i]) for key, value in final.items()}
-          for i, lr in enumerate(grid)},
+      "grid_seed0": {f"{lr:g}": final[lr] for lr in grid},
       "best_lr": best_lr,
       "best_lr_at_grid_edge": best in (0, len(grid) - 1),
       "seeds": list(seeds),
@@ -143,11 +188,12 @@ def run_task(name: str, settings: dict[str, Any], optimizers: Sequence[str],
   num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
   start = time.perf_counter()
   results = {}
+  widenings = 0 if quick else MAX_WIDENINGS
   for opt in optimizers:
     spec = _demo_models.OPTIMIZERS[opt]
     grid = (spec.learning_rate,) if quick else spec.lr_grid
     progress(f"{name}: {opt}")
-    results[opt] = tune(task, spec, grid, seeds, steps, eval_every)
+    results[opt] = tune(task, spec, grid, seeds, steps, eval_every, widenings)
     results[opt].update(_demo_models.state_size(spec, params))
   horizon_runs = {}
   for baseline in HORIZON_BASELINES:
@@ -159,13 +205,16 @@ def run_task(name: str, settings: dict[str, Any], optimizers: Sequence[str],
     for h in _horizons(steps)[:-1]:
       progress(f"{name}: {baseline} tuned for {h} steps")
       horizon_runs[baseline][str(h)] = tune(task, spec, grid, seeds, h,
-                                            eval_every)
+                                            eval_every, widenings)
   return {
       "task": name,
       "description": task.data.description,
       "num_params": int(num_params),
       "config": {"steps": steps, "eval_every": eval_every,
                  "seeds": list(seeds), "quick": quick, **settings["model"]},
+      "schedule_free_settings": {
+          "sf_adamw": _demo_models.SF_ADAMW_SETTINGS,
+          "sf_sgd": _demo_models.SF_SGD_SETTINGS},
       "optimizers": results,
       "horizon_runs": horizon_runs,
       "horizons": horizon_table(results, horizon_runs, steps),

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import pathlib
+import types
 
 import numpy as np
 import pytest
@@ -89,3 +90,26 @@ def test_tune_picks_the_learning_rate_with_the_lowest_validation_loss():
   assert result["best_lr"] == 1e-2
   assert result["seeds"] == [0, 1]
   assert result["curve"]["test_loss_std"][-1] > 0  # two seeds differ
+
+
+def test_tune_widens_the_grid_while_the_best_learning_rate_is_at_an_edge(
+    monkeypatch):
+  # Validation loss is smallest at lr = 0.3. From (0.003, 0.01), each
+  # widening adds two values (the grid's width) past the edge.
+  def fake_train(task, spec, learning_rates, seeds, steps, record):
+    loss = np.array([(np.log10(lr) - np.log10(0.3))**2
+                     for lr in learning_rates])
+    metrics = {"val_loss": loss, "test_loss": loss,
+               "val_accuracy": 0 * loss, "test_accuracy": 0 * loss}
+    return {stop: metrics for stop in record}
+
+  monkeypatch.setattr(quality, "train", fake_train)
+  spec = types.SimpleNamespace(label="fake", schedule_free=False)
+  result = quality.tune(None, spec, (3e-3, 1e-2), [0], 8, 4, max_widenings=1)
+  assert result["lr_grid"] == pytest.approx([3e-3, 1e-2, 3e-2, 1e-1])
+  assert result["best_lr"] == pytest.approx(1e-1)
+  assert result["best_lr_at_grid_edge"]
+  result = quality.tune(None, spec, (3e-3, 1e-2), [0], 8, 4, max_widenings=2)
+  assert result["lr_grid"] == pytest.approx([3e-3, 1e-2, 3e-2, 1e-1, 0.3, 1.0])
+  assert result["best_lr"] == pytest.approx(0.3)
+  assert not result["best_lr_at_grid_edge"]

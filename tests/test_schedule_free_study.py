@@ -1,0 +1,210 @@
+"""benchmarks/schedule_free_study.py: its protocol on synthetic losses, and a
+tiny end-to-end run (JSON, plot, recommendation, choices on validation)."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+import types
+
+import pytest
+
+import optfree
+
+PATH = (pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+        / "schedule_free_study.py")
+SPEC = importlib.util.spec_from_file_location("schedule_free_study", PATH)
+study = importlib.util.module_from_spec(SPEC)
+sys.modules[SPEC.name] = study
+SPEC.loader.exec_module(study)
+
+
+class FakeStudy(study.Study):
+  """A Study whose training is a known validation loss of the learning rate."""
+
+  def __init__(self, tmp_path, loss_of_lr, search=None):
+    task = types.SimpleNamespace(data=types.SimpleNamespace(
+        description="validation loss a function of the learning rate"))
+    super().__init__("fake", task, {"steps": 8, "model": {}},
+                     tmp_path / "fake.json", lambda message: None,
+                     dict(search or {}))
+    self.loss_of_lr = loss_of_lr
+    self.trained = []
+
+  def _train(self, method, runs, steps, stops):
+    for run in runs:
+      self.trained.append((method, run["lr"]))
+      loss = self.loss_of_lr(run["lr"])
+      self.records.append({
+          "method": method, "steps": steps, "config": run["config"],
+          "lr": run["lr"], "seed": run["seed"],
+          "points": {str(s): {"val_loss": loss, "test_loss": loss,
+                              "val_accuracy": 0.5, "test_accuracy": 0.5}
+                     for s in stops}})
+
+
+def _valley(center):
+  return lambda lr: (math.log10(lr) - math.log10(center))**2
+
+
+@pytest.mark.parametrize("center,expected_grid", [
+    (3e-1, [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]),   # widened up twice
+    (1e-3, [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]),  # widened down twice
+    (1e-2, [3e-3, 1e-2, 3e-2, 1e-1]),              # inside already
+])
+def test_grid_widens_until_the_best_learning_rate_is_inside(
+    tmp_path, center, expected_grid):
+  fake = FakeStudy(tmp_path, _valley(center))
+  fake.tune("adamw_cosine", [None], 8, [8])
+  assert fake.grid("adamw_cosine", 8, None) == pytest.approx(expected_grid)
+  assert fake.best_lr("adamw_cosine", 8, None) == pytest.approx(center)
+
+
+def test_widening_stops_after_max_widenings(tmp_path):
+  fake = FakeStudy(tmp_path, _valley(100.0))
+  fake.tune("adamw_cosine", [None], 8, [8])
+  grid = fake.grid("adamw_cosine", 8, None)
+  assert len(grid) == len(study.START_GRIDS["adamw_cosine"]) + (
+      study.MAX_WIDENINGS)
+  # Still at the edge: the analysis must then flag it, not hide it.
+  assert fake.best_lr("adamw_cosine", 8, None) == grid[-1]
+
+
+def test_diverged_runs_are_never_chosen(tmp_path):
+  losses = {3e-3: 1.0, 1e-2: 0.5, 3e-2: 0.7, 1e-1: math.nan}
+  fake = FakeStudy(tmp_path, lambda lr: losses[min(
+      losses, key=lambda v: abs(math.log(v / lr)))])
+  fake.tune("adamw_cosine", [None], 8, [8])
+  assert fake.best_lr("adamw_cosine", 8, None) == 1e-2
+
+
+def test_runs_already_recorded_are_not_trained_again(tmp_path):
+  fake = FakeStudy(tmp_path, _valley(1e-2))
+  fake.tune("adamw_cosine", [None], 8, [8])
+  trained = list(fake.trained)
+  fake.tune("adamw_cosine", [None], 8, [8])
+  assert fake.trained == trained
+
+
+def _analysis(task, sf_val_losses, cosine_val_loss):
+  records = [{"method": "adamw_cosine", "steps": 8, "config": None,
+              "lr": 1e-2, "seed": 0,
+              "points": {"8": {"val_loss": cosine_val_loss}}}]
+  settings = [{"config": config, "val_loss": loss}
+              for config, loss in sf_val_losses]
+  return {"task": task, "config": {"steps": 8},
+          "settings": {"sf_adamw": settings}, "_records": records}
+
+
+def test_recommendation_is_best_on_average_among_settings_every_task_ran():
+  current = dict(b1=0.9, r=0.0, warmup_fraction=0.05)
+  better = dict(b1=0.95, r=1.0, warmup_fraction=0.05)
+  only_one = dict(b1=0.98, r=2.0, warmup_fraction=0.0)
+  analyses = [
+      # Relative to cosine: current +10%, better +2%, only_one -50%.
+      _analysis("a", [(current, 1.1), (better, 1.02), (only_one, 0.5)], 1.0),
+      # current +10%, better -4%.
+      _analysis("b", [(current, 2.2), (better, 1.92)], 2.0),
+  ]
+  result = study.recommend(analyses)
+  assert result["recommended"] == {"b1": 0.95, "r": 1.0,
+                                   "weight_lr_power": 2.0,
+                                   "warmup_fraction": 0.05}
+  scores = result["recommendation_scores"]["mean"]
+  assert scores[study._key(better)] == pytest.approx(-0.01)
+  assert scores[study._key(current)] == pytest.approx(0.1)
+  assert study._key(only_one) not in scores
+
+
+# ------------------------------------------------------------ end to end
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("study")
+  summary = study.main(["--quick", "--tasks", "mnist1d", "--methods",
+                        "sf_adamw", "--steps", str(STEPS), "--out-dir",
+                        str(out)])
+  saved = json.loads((out / "schedule_free_study-mnist1d.json").read_text())
+  return out, summary, saved
+
+
+def test_writes_summary_json_and_plot(run):
+  out, summary, _ = run
+  assert json.loads((out / "schedule_free_study.json").read_text()) == (
+      json.loads(json.dumps(summary)))
+  png = out / "schedule_free_study-mnist1d.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recommended_settings_build_the_optimizer(run):
+  recommended = dict(run[1]["recommended"])
+  warmup_fraction = recommended.pop("warmup_fraction")
+  assert 0 <= warmup_fraction < 1
+  assert recommended["b1"] in study.QUICK_SEARCH["b1s"]
+  assert recommended["r"] in study.QUICK_SEARCH["rs"]["sf_adamw"]
+  optfree.schedule_free_adamw(1e-3, **recommended)
+
+
+def test_gap_tables_use_choices_made_on_validation(run):
+  _, summary, saved = run
+  records = study.Records(saved["records"])
+  analysis = summary["tasks"]["mnist1d"]
+  assert set(analysis["gaps"]) == {str(STEPS), str(study.LONG * STEPS)}
+  for horizon, table in analysis["gaps"].items():
+    horizon = int(horizon)
+    rows = table["sf_adamw"]
+    assert [row["stop"] for row in rows] == [horizon // 4, horizon // 2,
+                                             horizon]
+    for row in rows:
+      stop = row["stop"]
+      # The baseline is the run scheduled for exactly this stop, its lr the
+      # seed-0 validation argmin of that stop's grid.
+      cosine = row["adamw_cosine"]
+      losses = records.val_losses("adamw_cosine", stop, None)
+      assert cosine["lr"] == min(losses, key=losses.get)
+      assert cosine["seeds"] == [0, 1]
+      for key, entry in row.items():
+        if key in ("stop", "adamw_cosine"):
+          continue
+        config = next(c for c in records.configs_run("sf_adamw", horizon)
+                      if study._key(c) == key)
+        losses = records.val_losses("sf_adamw", horizon, config)
+        assert entry["lr"] == min(losses, key=losses.get)
+        assert entry["seeds"] == [0, 1]
+        assert entry["test_loss_gap"] == pytest.approx(
+            entry["test_loss"]["mean"] - cosine["test_loss"]["mean"])
+        assert math.isfinite(entry["test_loss"]["mean"])
+
+
+# ------------------------------------------------------- committed results
+
+COMMITTED = json.loads((PATH.parent / "results" / "schedule_free_study.json")
+                       .read_text())
+
+
+def test_demo_and_quality_use_the_committed_recommendation():
+  assert study._demo_models.SF_ADAMW_SETTINGS == COMMITTED["recommended"]
+  assert study._demo_models.OPTIMIZERS["sf_adamw"].label.endswith(
+      "(b1={b1:g}, r={r:g}, warmup {w:g}%)".format(
+          w=100 * COMMITTED["recommended"]["warmup_fraction"],
+          **COMMITTED["recommended"]))
+
+
+def test_committed_choices_are_inside_their_grids_at_both_horizons():
+  for task in ("mnist1d", "charlm"):
+    gaps = COMMITTED["tasks"][task]["gaps"]
+    steps = COMMITTED["tasks"][task]["config"]["steps"]
+    assert set(gaps) == {str(steps), str(study.LONG * steps)}
+    for table in gaps.values():
+      for rows in table.values():
+        for row in rows:
+          for key, entry in row.items():
+            if key == "stop":
+              continue
+            assert entry["lr_grid"][0] < entry["lr"] < entry["lr_grid"][-1], (
+                task, row["stop"], key)
+            assert entry["seeds"] == [0, 1, 2]
