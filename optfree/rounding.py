@@ -127,11 +127,13 @@ def _element_index(shape: tuple[int, ...]) -> jax.Array:
 def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """Uniform uint32 bits for each element: a hash of (key, element index).
 
-  The element index is spread over the uint32 range by the golden ratio
-  (a Weyl sequence) and offset by ``key``; MurmurHash3's finalizer then mixes
-  it. For a fixed element, a uniformly random key gives uniform bits (the
-  finalizer is a bijection). Indices wrap modulo 2**32 (leaves of 4G
-  elements and more repeat their bits).
+  The element index, offset by ``key``, goes through MurmurHash3's finalizer
+  (two multiplications, three xor-shifts: a few instructions per element,
+  against about 20 times as many for ``jax.random.bits``' threefry on CPU;
+  see benchmarks/low_precision.py). For a fixed element, a uniformly random
+  key gives uniform bits (the finalizer is a bijection), and neighbouring
+  elements get unrelated bits (its avalanche). Indices wrap modulo 2**32
+  (leaves of 4G elements and more repeat their bits).
 
   Args:
     key: a uint32 scalar, e.g. from the seed, step, leaf and buffer.
@@ -140,7 +142,7 @@ def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   Returns:
     A uint32 array of ``shape``.
   """
-  return _fmix32(_element_index(shape) * jnp.uint32(0x9E3779B9) + key)
+  return _fmix32(_element_index(shape) + key)
 
 
 def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
@@ -175,15 +177,19 @@ def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
   """
   value = jnp.asarray(value, jnp.float32)
   pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
-  sign = pattern & jnp.uint32(0x80000000)
   magnitude = pattern & jnp.uint32(0x7FFFFFFF)
-  rounded = (magnitude + (bits >> 16)) & jnp.uint32(0xFFFF0000)
-  # 0x7F7F0000 is the largest finite bfloat16; from 0x7F7F8000 on (and for
-  # Inf and NaN) nearest rounding gives Inf or NaN, and so does this.
-  rounded = jnp.minimum(rounded, jnp.uint32(0x7F7F0000))
-  stochastic = jax.lax.bitcast_convert_type(sign | rounded, jnp.float32)
-  return jnp.where(magnitude >= jnp.uint32(0x7F7F8000), value,
-                   stochastic).astype(jnp.bfloat16)
+  # Integer work only, down to the upper 16 bits: a float conversion to
+  # bfloat16 would round to nearest again (several instructions on CPUs
+  # without bfloat16 support) for a value that is already one.
+  upper = jnp.minimum((magnitude + (bits >> 16)) >> 16, jnp.uint32(0x7F7F))
+  # 0x7F7F is the largest finite bfloat16. From 0x7F7F8000 on, nearest
+  # rounding gives Inf (0x7F80), and so does this; NaN stays a (quiet) NaN.
+  special = jnp.where(magnitude > jnp.uint32(0x7F800000), jnp.uint32(0x7FC0),
+                      jnp.uint32(0x7F80))
+  upper = jnp.where(magnitude >= jnp.uint32(0x7F7F8000), special, upper)
+  sign = (pattern >> 16) & jnp.uint32(0x8000)
+  return jax.lax.bitcast_convert_type((sign | upper).astype(jnp.uint16),
+                                      jnp.bfloat16)
 
 
 def write(
