@@ -32,6 +32,7 @@ bits. The step time of stochastic over nearest rounding comes from
 
   python benchmarks/low_precision.py            # the full run
   python benchmarks/low_precision.py --quick    # a smoke run (a minute)
+  python benchmarks/low_precision.py --markdown # the docs' tables
 
 Writes benchmarks/results/low_precision-<task>.json and .png per task, and
 low_precision-bits.json.
@@ -374,6 +375,28 @@ def format_report(report: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
+  """The docs' tables, from the JSON files in ``out_dir``."""
+  lines = []
+  for task in tasks:
+    path = out_dir / f"low_precision-{task}.json"
+    if not path.exists():
+      continue
+    task_report = json.loads(path.read_text())["tasks"][task]
+    lines += [f"\n{task} (final test loss, mean of seeds "
+              f"{task_report['seeds']}; in brackets: ratio to float32, and "
+              "bytes of params + state relative to float32)\n",
+              "| optimizer | " + " | ".join(CONFIG_LABELS[c] for c in CONFIGS)
+              + " |", "| --- " * (len(CONFIGS) + 1) + "|"]
+    for name, by_config in task_report["optimizers"].items():
+      lines.append(f"| {name} | " + " | ".join(
+          f"{by_config[c]['final_test_loss_mean']:.4g} "
+          f"({by_config[c]['loss_over_float32']:.3g}x, "
+          f"{by_config[c]['bytes_over_float32']:.2f})" for c in CONFIGS)
+          + " |")
+  return "\n".join(lines)
+
+
 def plot(report: dict[str, Any], path: pathlib.Path) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -414,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            f"of {','.join(OPTIMIZERS)}")
   parser.add_argument("--seeds", type=int, default=None,
                       help="number of seeds (default 3, or 1 with --quick)")
+  parser.add_argument("--markdown", action="store_true",
+                      help="only print the docs' tables from the JSON files "
+                           "in --out-dir")
   parser.add_argument("--no-bits", action="store_true",
                       help="skip the timing of the random-bit sources")
   parser.add_argument("--out-dir", default=None,
@@ -433,6 +459,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       pathlib.Path(tempfile.gettempdir()) / "optfree-low-precision-quick"
       if args.quick else RESULTS)
   out_dir.mkdir(parents=True, exist_ok=True)
+  if args.markdown:
+    print(markdown(out_dir, tasks))
+    return {}
   start = time.perf_counter()
   progress = lambda message: print(  # noqa: E731
       f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
