@@ -1,4 +1,4 @@
-"""Low-precision training: bfloat16 params and state, nearest vs stochastic rounding.
+"""Low-precision training: bfloat16 params and state, nearest vs stochastic.
 
 Each optimizer is trained in four precision settings:
 
@@ -59,9 +59,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-import optfree  # noqa: E402  pylint: disable=wrong-import-position
-from optfree import _demo_models  # noqa: E402  pylint: disable=wrong-import-position
-from optfree import rounding  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position,protected-access
+import optfree  # noqa: E402
+from optfree import _demo_models  # noqa: E402
+from optfree import rounding  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -118,7 +119,7 @@ def make_optimizer(name: str, config: str, lr, total_steps: int):
   if name == "adamw_cosine":
     if "rounding" not in options:
       return _demo_models.OPTIMIZERS[name].make(lr, total_steps)
-    schedule = _demo_models._warmup_cosine(lr, total_steps)  # pylint: disable=protected-access
+    schedule = _demo_models._warmup_cosine(lr, total_steps)
     inner = optax.adamw(
         schedule, weight_decay=1e-4,
         mu_dtype=jnp.bfloat16 if config == "bf16_sr" else None)
@@ -254,7 +255,7 @@ def measure_bits(size: int) -> dict[str, Any]:
   value = jnp.asarray(np.random.default_rng(0).normal(size=size), jnp.float32)
 
   def hashed(value, step):
-    key = rounding._key(0, step, 3, rounding.PARAMS)  # pylint: disable=protected-access
+    key = rounding._key(0, step, 3, rounding.PARAMS)
     return rounding.round_to_bfloat16(
         value, rounding.random_bits(key, value.shape))
 
@@ -276,7 +277,7 @@ def measure_bits(size: int) -> dict[str, Any]:
   steps = 8
   bits = np.stack([
       np.asarray(rounding.random_bits(
-          rounding._key(0, step, 0, rounding.PARAMS), (size,)) >> 16)  # pylint: disable=protected-access
+          rounding._key(0, step, 0, rounding.PARAMS), (size,)) >> 16)
       for step in range(steps)]).astype(np.float64)
   uniform = bits / 2**16
   counts = np.bincount((bits[0] // 2**8).astype(int), minlength=256)
@@ -370,7 +371,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"\nstochastic rounding of {bits['size']} float32 values, "
                  "ms (x nearest rounding):")
     for source, ms in bits["ms"].items():
-      lines.append(f"  {source:9s} {ms:8.3f} ({bits['x_nearest'][source]:.1f}x)")
+      ratio = bits["x_nearest"][source]
+      lines.append(f"  {source:9s} {ms:8.3f} ({ratio:.1f}x)")
     lines.append(f"  hash bits: {bits['hash_stats']}")
   return "\n".join(lines)
 

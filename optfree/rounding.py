@@ -283,7 +283,7 @@ def stochastic_rounding(
     *,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Runs any optax optimizer in float32 and rounds bfloat16 params stochastically.
+  r"""Runs an optax optimizer in float32; rounds bfloat16 params stochastically.
 
   The inner optimizer sees float32 copies of bfloat16 params and gradients
   (float32 and float64 leaves pass unchanged) and returns a float32 step

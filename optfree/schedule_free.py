@@ -407,7 +407,8 @@ def _schedule_free_elementwise(
 
     def leaf_update(g, y, z, nu, decay, leaf):
       if adaptive:
-        nu = write(b2_ * nu + one_minus_b2 * g * g, nu.dtype, leaf, _rounding.NU)
+        nu = write(b2_ * nu + one_minus_b2 * g * g, nu.dtype, leaf,
+                   _rounding.NU)
       new_z = write(z - lr * direction(g, y, nu, decay), z.dtype, leaf,
                     _rounding.Z)
       # XLA:CPU emits one loop per output: a direction shared by z_new and

@@ -169,7 +169,8 @@ def test_rounding_times_each_optfree_optimizer_against_nearest(
       "--rounding", "--sizes", "4k", "--leaves", "2", "--only", "lion",
       "--reps", "1", "--steps", "1", "--out", str(tmp_path), "--no-progress",
   ]) == 0
-  with open(tmp_path / f"step_time-{step_time.device_name()}-rounding.json") as f:
+  name = f"step_time-{step_time.device_name()}-rounding.json"
+  with open(tmp_path / name) as f:
     records = json.load(f)["records"]
   assert {r["optimizer"] for r in records} == {
       "floor", "lion+sr", "lion", "stochastic_rounding(optax.adam)",

@@ -297,7 +297,8 @@ def test_runs_are_deterministic_and_depend_on_the_seed(entry):
 
   first, again, other = run(0), run(0), run(1)
   _assert_identical(again, first)
-  kernel = lambda run: np.asarray(run[0]["hidden"]["kernel"], np.float32)  # noqa: E731
+  def kernel(run):
+    return np.asarray(run[0]["hidden"]["kernel"], np.float32)
   assert not np.array_equal(kernel(first), kernel(other))
   # Stochastic rounding moves params that nearest rounding leaves alone.
   nearest = entry.make()
@@ -406,8 +407,8 @@ def test_pmap_replicas_round_identically(entry):
   # The batch is split over devices, so the mean gradient is summed in
   # another order than on one device: compare replicas, not to one device.
   initial = _bf16(problem.init_params())["hidden"]["kernel"]
-  assert not np.array_equal(np.asarray(params["hidden"]["kernel"][0], np.float32),
-                            np.asarray(initial, np.float32))
+  moved = np.asarray(params["hidden"]["kernel"][0], np.float32)
+  assert not np.array_equal(moved, np.asarray(initial, np.float32))
 
 
 # --------------------------------------------------------- it trains: SF run
