@@ -377,6 +377,10 @@ def format_report(report: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _ratio(value: float) -> str:
+  return f"{value:.3f}x" if value < 100 else f"{value:.3g}x"
+
+
 def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
   """The docs' tables, from the JSON files in ``out_dir``."""
   lines = []
@@ -393,7 +397,7 @@ def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
     for name, by_config in task_report["optimizers"].items():
       lines.append(f"| {name} | " + " | ".join(
           f"{by_config[c]['final_test_loss_mean']:.4g} "
-          f"({by_config[c]['loss_over_float32']:.3g}x, "
+          f"({_ratio(by_config[c]['loss_over_float32'])}, "
           f"{by_config[c]['bytes_over_float32']:.2f})" for c in CONFIGS)
           + " |")
   return "\n".join(lines)
