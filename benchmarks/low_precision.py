@@ -400,6 +400,28 @@ def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
           f"({_ratio(by_config[c]['loss_over_float32'])}, "
           f"{by_config[c]['bytes_over_float32']:.2f})" for c in CONFIGS)
           + " |")
+  step_time = step_time_ratios(out_dir / "step_time-cpu-rounding.json")
+  if step_time:
+    lines += [f"\nstep time, stochastic over nearest rounding (bfloat16, "
+              f"`{step_time['command']}`; each size x leaf count)\n",
+              "| optimizer | stochastic / nearest step time |",
+              "| --- | --- |"]
+    for name, ratios in step_time["ratios"].items():
+      values = sorted(r["stochastic_over_nearest"] for r in ratios)
+      shown = ", ".join(
+          f"{r['stochastic_over_nearest']:.2f}x ({r['size'] >> 20}M, "
+          f"{r['leaves']} leaves)" for r in ratios)
+      lines.append(f"| {name} | {values[0]:.2f}-{values[-1]:.2f}x: {shown} |")
+  bits_path = out_dir / "low_precision-bits.json"
+  if bits_path.exists():
+    bits = json.loads(bits_path.read_text())["bits"]
+    lines += [f"\nstochastic rounding of {bits['size']} float32 values to "
+              "bfloat16, by source of random bits\n",
+              "| bits | ms | x nearest rounding |", "| --- | --- | --- |"]
+    lines += [f"| {source} | {ms:.3f} | {bits['x_nearest'][source]:.1f}x |"
+              for source, ms in bits["ms"].items()]
+    lines.append("\nhash bits: " + ", ".join(
+        f"{k} {v:.4g}" for k, v in bits["hash_stats"].items()))
   return "\n".join(lines)
 
 
