@@ -26,6 +26,7 @@ Usage::
   python benchmarks/step_time.py --quick    # under a minute
   python benchmarks/step_time.py --sizes 1M 8M --leaves 64 --dtypes float32
   python benchmarks/step_time.py --flatten --leaves 512 4096   # + optax.flatten
+  python benchmarks/step_time.py --rounding   # stochastic vs nearest, bf16
 
 Results go to ``benchmarks/results/step_time-<device>.json`` and ``.png``
 (``step_time-<device>-flatten.*`` with ``--flatten``, which also times each
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -86,10 +88,10 @@ class Optimizer:
   passes: int  # param-sized buffers the algorithm must read + write per step
 
 
-def _optfree(name: str, **kwargs: Any) -> Callable[[], Any]:
+def _optfree(name: str, **kwargs: Any) -> Callable[..., Any]:
   # Looked up by name at call time, so the benchmark runs whichever optfree
   # optimizers are implemented in this checkout and skips the others.
-  return lambda: getattr(optfree, name)(**kwargs)
+  return lambda **extra: getattr(optfree, name)(**kwargs, **extra)
 
 
 # (optfree optimizer, its nearest optax counterpart); hyperparameters match so
@@ -119,6 +121,21 @@ PAIRS = (
     (Optimizer("amsbound", _optfree("amsbound", learning_rate=1e-3), 9),
      Optimizer("optax.amsgrad", lambda: optax.amsgrad(1e-3), 9)),
 )
+
+
+def _rounding_pairs(pairs) -> list[tuple[Optimizer, Optimizer]]:
+  """Each optfree optimizer with stochastic rounding (``<name>+sr``) against
+  itself with nearest rounding, and ``optfree.stochastic_rounding`` over
+  optax.adam against optax.adam."""
+  rounded = [
+      (Optimizer(f"{mine.name}+sr",
+                 functools.partial(mine.make, rounding="stochastic"),
+                 mine.passes), mine)
+      for mine, *_ in pairs]
+  adam = Optimizer("optax.adam", lambda: optax.adam(1e-3), 7)
+  wrapped = Optimizer("stochastic_rounding(optax.adam)",
+                      lambda: optfree.stochastic_rounding(adam.make()), 7)
+  return rounded + [(wrapped, adam)]
 
 
 def _flattened(opt: Optimizer) -> Optimizer:
@@ -411,6 +428,11 @@ def main(argv=None) -> int:
   parser.add_argument("--flatten", action="store_true",
                       help="also time each optfree optimizer under "
                            "optax.flatten (for many small leaves)")
+  parser.add_argument("--rounding", action="store_true",
+                      help="time each optfree optimizer with "
+                           "rounding='stochastic' against itself with "
+                           "nearest rounding (default dtype bfloat16); "
+                           "writes step_time-<device>-rounding.*")
   parser.add_argument("--peak-gbps", type=float,
                       help="the device's memory bandwidth in GB/s (default: "
                            "known GPUs/TPUs, see PEAK_BANDWIDTH_GBPS)")
@@ -425,12 +447,15 @@ def main(argv=None) -> int:
   sizes = args.sizes or ([1 << 20] if args.quick
                          else [1 << 20, 4 << 20, 16 << 20, 64 << 20])
   leaf_counts = args.leaves or ([1, 64] if args.quick else [1, 64, 512])
-  dtypes = args.dtypes or (["float32"] if args.quick
+  dtypes = args.dtypes or (["bfloat16"] if args.rounding else
+                           ["float32"] if args.quick
                            else ["float32", "bfloat16"])
   reps = args.reps or (5 if args.quick else 9)
   pairs = [p for p in PAIRS if not args.only or p[0].name in args.only]
   if args.flatten:
     pairs = [(mine, _flattened(mine), *others) for mine, *others in pairs]
+  if args.rounding:
+    pairs = _rounding_pairs(pairs)
 
   peak_gbps = args.peak_gbps or PEAK_BANDWIDTH_GBPS.get(
       jax.devices()[0].device_kind)
@@ -439,7 +464,9 @@ def main(argv=None) -> int:
                          progress=not args.no_progress,
                          peak_gbps=peak_gbps)
   print(table(records))
-  print("\nx optax speed (efficiency), over sizes and leaf counts:")
+  print("\nnearest-rounding step time / stochastic step time (efficiency), "
+        "over sizes and leaf counts:" if args.rounding else
+        "\nx optax speed (efficiency), over sizes and leaf counts:")
   for (pair, dtype), text in summary(records).items():
     print(f"  {pair:22s} {dtype:9s} {text}")
   for name, reason in skipped.items():
@@ -447,7 +474,8 @@ def main(argv=None) -> int:
 
   os.makedirs(args.out, exist_ok=True)
   stem = os.path.join(args.out, f"step_time-{device_name()}"
-                      + ("-flatten" if args.flatten else ""))
+                      + ("-flatten" if args.flatten else "")
+                      + ("-rounding" if args.rounding else ""))
   meta = dict(
       device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
       cpu_count=os.cpu_count(), platform=platform.platform(),

@@ -5,6 +5,7 @@ AdaBound/AMSBound/AdaBoundW, Lion, and the PyTorch family of learning-rate and
 momentum schedules, each an optax ``GradientTransformation`` or schedule.
 """
 
+from optfree import rounding
 from optfree import schedules
 from optfree.adabound import adabound
 from optfree.adabound import adaboundw
@@ -13,6 +14,8 @@ from optfree.adabound import scale_by_adabound
 from optfree.adabound import ScaleByAdaBoundState
 from optfree.lion import lion
 from optfree.lion import scale_by_lion
+from optfree.rounding import stochastic_rounding
+from optfree.rounding import StochasticRoundingState
 from optfree.schedule_free import eval_params
 from optfree.schedule_free import schedule_free
 from optfree.schedule_free import schedule_free_adamw
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = (
     "ScaleByAdaBoundState",
     "ScheduleFreeState",
+    "StochasticRoundingState",
     "adabound",
     "adaboundw",
     "amsbound",
@@ -58,6 +62,7 @@ __all__ = (
     "onecycle_schedule",
     "per_epoch",
     "polynomial_decay_schedule",
+    "rounding",
     "scale_by_adabound",
     "scale_by_lion",
     "schedule_free",
@@ -67,6 +72,7 @@ __all__ = (
     "schedules",
     "sequential_schedule",
     "step_schedule",
+    "stochastic_rounding",
     "trapezoidal_schedule",
     "warmup_stable_decay_schedule",
 )

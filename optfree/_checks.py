@@ -29,8 +29,9 @@ def _as_float(name: str, value: Any) -> float:
     array = np.asarray(value)
   except Exception as error:  # pragma: no cover - defensive, message matters
     raise ValueError(f"{name} must be a number, got {value!r}") from error
-  real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(
-      array.dtype, np.floating
+  # jnp.issubdtype: numpy's does not count bfloat16 as floating.
+  real = jnp.issubdtype(array.dtype, jnp.integer) or jnp.issubdtype(
+      array.dtype, jnp.floating
   )
   if array.shape != () or not real:
     raise ValueError(f"{name} must be a real scalar number, got {value!r}")

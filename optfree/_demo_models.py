@@ -313,19 +313,22 @@ def _sf_sgd(lr, total_steps, **settings):
   return optfree.schedule_free_sgd(lr, warmup_steps=warmup, **settings)
 
 
-def _lion(lr, total_steps):
+# optfree's own optimizers take further keyword arguments (e.g. ``rounding``,
+# the state dtype), which benchmarks/low_precision.py sets.
+def _lion(lr, total_steps, **options):
   # Decoupled weight decay is multiplied by the learning rate, and Lion's is
   # 10x smaller than AdamW's here, so its coefficient is 10x larger.
-  return optfree.lion(_warmup_cosine(lr, total_steps), weight_decay=1e-3)
+  return optfree.lion(_warmup_cosine(lr, total_steps), weight_decay=1e-3,
+                      **options)
 
 
-def _adabound(lr, total_steps, amsbound=False):
+def _adabound(lr, total_steps, amsbound=False, **options):
   del total_steps
-  return optfree.adabound(lr, final_lr=0.1, amsbound=amsbound)
+  return optfree.adabound(lr, final_lr=0.1, amsbound=amsbound, **options)
 
 
-def _amsbound(lr, total_steps):
-  return _adabound(lr, total_steps, amsbound=True)
+def _amsbound(lr, total_steps, **options):
+  return _adabound(lr, total_steps, amsbound=True, **options)
 
 
 def _onecycle(lr, total_steps):
@@ -385,9 +388,17 @@ def _loss(model: nn.Module, params, x, y):
   return loss_and_accuracy(cast(jax.Array, model.apply(params, x)), y)
 
 
+def _widened(params):
+  # bfloat16 params are stored so, but the model computes in float32 (flax's
+  # Embed would otherwise hand bfloat16 activations to the layers after it).
+  return jax.tree.map(
+      lambda p: p.astype(jnp.promote_types(p.dtype, jnp.float32)), params)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled_training(task: Task, spec: OptimizerSpec, total_steps: int,
-                       sequential: bool = False):
+                       sequential: bool = False,
+                       param_dtype: Any = None):
   """Jitted, run-vmapped init and train functions, one pair per setting.
 
   Cached so that several ``Runs`` of one setting (the learning-rate grid,
@@ -397,11 +408,15 @@ def _compiled_training(task: Task, spec: OptimizerSpec, total_steps: int,
   CPU, XLA turns the vmapped convolutions of runs with their own weights
   into grouped convolutions, which ran 2-3x slower per run than one run
   alone (8 to 32 runs of the MNIST-1D CNN).
+  ``param_dtype`` (e.g. bfloat16) stores the params in that dtype; the model
+  computes in float32 all the same.
   """
   dummy = jnp.asarray(task.data.x_test[:1])
 
   def init(lr, key):
     params = task.model.init(key, dummy)
+    if param_dtype is not None:
+      params = jax.tree.map(lambda p: p.astype(param_dtype), params)
     return params, spec.make(lr, total_steps).init(params)
 
   def train_chunk(lr, params, opt_state, data_key, train, start, stop):
@@ -410,7 +425,8 @@ def _compiled_training(task: Task, spec: OptimizerSpec, total_steps: int,
     def step(index, carry):
       params, opt_state = carry
       x, y = task.sample_batch(train, jax.random.fold_in(data_key, index))
-      grads = jax.grad(lambda p: _loss(task.model, p, x, y)[0])(params)
+      grads = jax.grad(
+          lambda p: _loss(task.model, _widened(p), x, y)[0])(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
 
@@ -445,7 +461,7 @@ def _compiled_evaluation(task: Task, schedule_free: bool):
   def evaluate(params, opt_state, x, y):
     if schedule_free:
       params = optfree.eval_params(opt_state, params)
-    logits = cast(jax.Array, task.model.apply(params, x))
+    logits = cast(jax.Array, task.model.apply(_widened(params), x))
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = logits.argmax(-1) == y
     split = lambda a: (a[:num_val].mean(), a[num_val:].mean())
@@ -472,7 +488,7 @@ class Runs:
   def __init__(self, task: Task, spec: OptimizerSpec,
                learning_rates: Sequence[float] | Mapping[str, Sequence[float]],
                seeds: Sequence[int], total_steps: int,
-               sequential: bool = False):
+               sequential: bool = False, param_dtype: Any = None):
     if isinstance(learning_rates, Mapping):
       lengths = {len(values) for values in learning_rates.values()}
       num_runs = lengths.pop() if len(lengths) == 1 else -1
@@ -483,7 +499,7 @@ class Runs:
                        f"got {num_runs} and {len(seeds)}")
     self.total_steps = total_steps
     self._init, self._train_chunk = _compiled_training(
-        task, spec, total_steps, sequential)
+        task, spec, total_steps, sequential, param_dtype)
     self._evaluate = _compiled_evaluation(task, spec.schedule_free)
     self.lr: jax.Array | dict[str, jax.Array]
     if isinstance(learning_rates, Mapping):

@@ -17,6 +17,7 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import rounding as _rounding
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -61,6 +62,8 @@ def scale_by_adabound(
     eps: chex.Numeric = 1e-8,
     amsbound: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Scales updates by AdaBound's bounded, bias-corrected Adam step.
 
@@ -114,6 +117,12 @@ def scale_by_adabound(
     eps: added to :math:`\sqrt{\hat v_t}`, non-negative.
     amsbound: use the running maximum of the second moment (AMSBound).
     mu_dtype: dtype of the first moment; ``None`` keeps the params' dtype.
+    rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 writes of the
+      moments are rounded stochastically (unbiased), and the step comes out
+      in float32 (at least) for the params' write to round; see
+      :mod:`optfree.rounding`.
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is
@@ -137,6 +146,7 @@ def scale_by_adabound(
   """
   _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps)
   _checks.check_float_dtype("mu_dtype", mu_dtype)
+  _rounding.check_rounding(rounding, seed)
   if mu_dtype is not None:
     mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
 
@@ -145,6 +155,7 @@ def scale_by_adabound(
     return jnp.asarray(value, float_dtype)
 
   def init_fn(params):
+    _rounding.check_dtypes("scale_by_adabound", rounding, params, mu_dtype)
     mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params)
     nu = jax.tree.map(jnp.zeros_like, params)
     nu_max = jax.tree.map(jnp.zeros_like, params) if amsbound else None
@@ -183,15 +194,19 @@ def scale_by_adabound(
     exact_one = (jax.lax.optimization_barrier(jnp.ones((), float_dtype))
                  if amsbound else None)
 
-    def leaf_update(g, m, v, v_max):
+    write = _rounding.write(rounding, seed, state.count)
+
+    def leaf_update(g, m, v, v_max, leaf):
       # Computed in float32 at least (bfloat16 leaves; float32 leaves under
       # x64 stay float32), each output rounded once. The update reads the new
       # moments as stored, so each old moment has one reader, its own
       # in-place update, and a donated step needs no copy of it.
       dtype = jnp.promote_types(jnp.result_type(g, m, v), jnp.float32)
       up = lambda x: x.astype(dtype)  # noqa: E731
-      m_new = (b1 * up(m) + (1 - b1) * up(g)).astype(m.dtype)
-      v_new = (b2 * up(v) + (1 - b2) * up(g) * up(g)).astype(v.dtype)
+      m_new = write(b1 * up(m) + (1 - b1) * up(g), m.dtype, leaf, _rounding.MU)
+      v_new = write(b2 * up(v) + (1 - b2) * up(g) * up(g), v.dtype, leaf,
+                    _rounding.NU)
+      # The running maximum of two stored values is one of them: exact.
       v_hat = v_new if v_max is None else jnp.maximum(
           up(v_max), up(v_new) * up(exact_one)).astype(v_max.dtype)
       leaf_step_size, leaf_lower, leaf_upper = (
@@ -199,20 +214,23 @@ def scale_by_adabound(
       step_leaf = jnp.clip(
           leaf_step_size / (jnp.sqrt(up(v_hat)) + eps), leaf_lower, leaf_upper)
       return (
-          (step_leaf * up(m_new)).astype(g.dtype),
+          (step_leaf * up(m_new)).astype(
+              g.dtype if rounding == "nearest" else dtype),
           m_new,
           v_new,
           None if v_max is None else v_hat,
       )
 
+    leaves = jax.tree.unflatten(
+        jax.tree.structure(updates), range(len(jax.tree.leaves(updates))))
     if amsbound:
       out = jax.tree.map(
-          leaf_update, updates, state.mu, state.nu, state.nu_max
+          leaf_update, updates, state.mu, state.nu, state.nu_max, leaves
       )
     else:
       out = jax.tree.map(
-          lambda g, m, v: leaf_update(g, m, v, None),
-          updates, state.mu, state.nu,
+          lambda g, m, v, leaf: leaf_update(g, m, v, None, leaf),
+          updates, state.mu, state.nu, leaves,
       )
     pick = lambda i: jax.tree.map(  # noqa: E731
         lambda _, leaf: leaf[i], updates, out
@@ -249,6 +267,16 @@ def _add_decayed_weights_widened(
   return optax.GradientTransformation(inner.init, update_fn)
 
 
+def _params_write(
+    last: optax.GradientTransformation, rounding: str, seed: int
+) -> optax.GradientTransformation:
+  # With stochastic rounding the last stage runs in float32 and rounds the
+  # params' write (its state adds a step count, no buffer).
+  if rounding == "nearest":
+    return last
+  return _rounding.stochastic_rounding(last, seed=seed)
+
+
 def adabound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: chex.Numeric = 0.1,
@@ -261,6 +289,8 @@ def adabound(
     amsbound: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     mask: MaskOrFn = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""AdaBound: Adam whose per-element step size is clipped into bounds that
   converge to SGD's learning rate.
@@ -290,6 +320,13 @@ def adabound(
     mu_dtype: dtype of the first moment; ``None`` keeps the params' dtype.
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay, as in ``optax.adamw``.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of the params and the moments are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; updates of bfloat16 params then come out in float32, on which
+      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -314,13 +351,14 @@ def adabound(
     [3.0, 3.0]
   """
   _checks.check_non_negative("weight_decay", weight_decay)
+  _rounding.check_rounding(rounding, seed)
   inner = optax.chain(
       _add_decayed_weights_widened(weight_decay, mask),
       scale_by_adabound(
           learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
-          amsbound=amsbound, mu_dtype=mu_dtype,
+          amsbound=amsbound, mu_dtype=mu_dtype, rounding=rounding, seed=seed,
       ),
-      optax.scale(-1.0),
+      _params_write(optax.scale(-1.0), rounding, seed),
   )
 
   def update_fn(updates, state, params=None):
@@ -330,6 +368,8 @@ def adabound(
         "amsbound" if amsbound else "adabound", state[1].mu,
         gradient=updates, params=params)
     steps, state = inner.update(updates, state, params)
+    if rounding == "stochastic":
+      return steps, state
     # Rounded once, from the float32 step to the gradients' dtype.
     return jax.tree.map(lambda u, g: u.astype(g.dtype), steps, updates), state
 
@@ -349,6 +389,8 @@ def amsbound(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     mask: MaskOrFn = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""AMSBound: :func:`adabound` with the running maximum of the second moment.
 
@@ -373,6 +415,13 @@ def amsbound(
     mu_dtype: dtype of the first moment; ``None`` keeps the params' dtype.
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of the params and the moments are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; updates of bfloat16 params then come out in float32, on which
+      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -391,6 +440,7 @@ def amsbound(
   return adabound(
       learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
       weight_decay=weight_decay, amsbound=True, mu_dtype=mu_dtype, mask=mask,
+      rounding=rounding, seed=seed,
   )
 
 
@@ -406,6 +456,8 @@ def adaboundw(
     amsbound: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     mask: MaskOrFn = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""AdaBoundW: AdaBound with decoupled weight decay.
 
@@ -436,6 +488,13 @@ def adaboundw(
     mu_dtype: dtype of the first moment; ``None`` keeps the params' dtype.
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of the params and the moments are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; updates of bfloat16 params then come out in float32, on which
+      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -457,11 +516,19 @@ def adaboundw(
     [1.0]
   """
   _checks.check_non_negative("weight_decay", weight_decay)
-  return _public.public_transformation("adaboundw", optax.chain(
-      scale_by_adabound(
-          learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
-          amsbound=amsbound, mu_dtype=mu_dtype,
-      ),
-      optax.add_decayed_weights(weight_decay, mask),
-      optax.scale(-1.0),
-  ), mask=mask)
+  _rounding.check_rounding(rounding, seed)
+  scale = scale_by_adabound(
+      learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
+      amsbound=amsbound, mu_dtype=mu_dtype, rounding=rounding, seed=seed,
+  )
+  if rounding == "stochastic":
+    tx = optax.chain(scale, _rounding.stochastic_rounding(optax.chain(
+        optax.add_decayed_weights(weight_decay, mask), optax.scale(-1.0)),
+        seed=seed))
+  else:
+    tx = optax.chain(
+        scale,
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale(-1.0),
+    )
+  return _public.public_transformation("adaboundw", tx, mask=mask)

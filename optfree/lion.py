@@ -19,6 +19,7 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import rounding as _rounding
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -28,6 +29,8 @@ def scale_by_lion(
     b1: chex.Numeric = 0.9,
     b2: chex.Numeric = 0.99,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Scales updates to the sign of Lion's interpolated momentum.
 
@@ -42,6 +45,10 @@ def scale_by_lion(
     mu_dtype: dtype of the momentum (e.g. ``jnp.bfloat16`` to halve its
       memory); ``None`` keeps the params' dtype. Either way the momentum keeps
       this dtype across updates.
+    rounding: ``"nearest"`` or ``"stochastic"``: a bfloat16 momentum is
+      rounded stochastically (unbiased), see :mod:`optfree.rounding`.
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is optax's
@@ -63,6 +70,7 @@ def scale_by_lion(
   _checks.check_interval("b1", b1, 0.0, 1.0)
   _checks.check_interval("b2", b2, 0.0, 1.0, high_closed=False)
   _checks.check_float_dtype("mu_dtype", mu_dtype)
+  _rounding.check_rounding(rounding, seed)
   inner = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
   # c = b1 m + (1 - b1) g equals g + (b1 / b2) (m' - g) with m' the new
   # momentum. Written on m', the old m has a single reader (its own in-place
@@ -76,11 +84,11 @@ def scale_by_lion(
   static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
   from_new_momentum = static and b1 < 1 and b2 > 0
 
-  def leaf_update(g, m):
+  def leaf_update(g, m, write, leaf):
     # One rounding per output: bfloat16 leaves are computed in float32.
     dtype = jnp.promote_types(jnp.result_type(g, m), jnp.float32)
     g_, m_old = g.astype(dtype), m.astype(dtype)
-    m_new = (b2 * m_old + (1 - b2) * g_).astype(m.dtype)
+    m_new = write(b2 * m_old + (1 - b2) * g_, m.dtype, leaf, _rounding.MU)
     if from_new_momentum:
       c = g_ + (b1 / b2) * (m_new.astype(dtype) - g_)
     else:
@@ -92,8 +100,9 @@ def scale_by_lion(
     _checks.check_trees_match(
         "scale_by_lion", state.mu, gradient=updates, params=params)
     leaves, treedef = jax.tree.flatten(updates)
-    outputs = [leaf_update(g, m)
-               for g, m in zip(leaves, jax.tree.leaves(state.mu))]
+    write = _rounding.write(rounding, seed, state.count)
+    outputs = [leaf_update(g, m, write, leaf) for leaf, (g, m)
+               in enumerate(zip(leaves, jax.tree.leaves(state.mu)))]
     signs = treedef.unflatten([sign for sign, _ in outputs])
     # The momentum keeps its dtype (scan, donation and checkpoints rely on
     # it), where optax would promote it to the gradients' dtype.
@@ -101,8 +110,12 @@ def scale_by_lion(
     return signs, optax.ScaleByLionState(
         count=optax.safe_increment(state.count), mu=mu)
 
+  def init_fn(params):
+    _rounding.check_dtypes("scale_by_lion", rounding, params, mu_dtype)
+    return inner.init(params)
+
   return _public.public_transformation(
-      "scale_by_lion", optax.GradientTransformation(inner.init, update_fn),
+      "scale_by_lion", optax.GradientTransformation(init_fn, update_fn),
       needs_params=False)
 
 
@@ -114,6 +127,8 @@ def lion(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     mask: MaskOrFn = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""The Lion optimizer (EvoLved Sign Momentum).
 
@@ -142,6 +157,14 @@ def lion(
     mu_dtype: dtype of the momentum; ``None`` keeps the params' dtype.
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay, as in ``optax.adamw``.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of the params and the momentum are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; the weight decay and learning rate are then applied in float32,
+      and updates of bfloat16 params come out in float32, on which
+      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -167,8 +190,19 @@ def lion(
   """
   _checks.check_non_negative("learning_rate", learning_rate)
   _checks.check_non_negative("weight_decay", weight_decay)
-  return _public.public_transformation("lion", optax.chain(
-      scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
-      optax.add_decayed_weights(weight_decay, mask),
-      optax.scale_by_learning_rate(learning_rate),
-  ), mask=mask)
+  _rounding.check_rounding(rounding, seed)
+  scale = scale_by_lion(
+      b1=b1, b2=b2, mu_dtype=mu_dtype, rounding=rounding, seed=seed)
+  if rounding == "stochastic":
+    # The sign is exact in any dtype; decay, learning rate and the params'
+    # write then run in float32 and round once, stochastically.
+    tx = optax.chain(scale, _rounding.stochastic_rounding(optax.chain(
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate)), seed=seed))
+  else:
+    tx = optax.chain(
+        scale,
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+  return _public.public_transformation("lion", tx, mask=mask)

@@ -43,6 +43,7 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import rounding as _rounding
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
@@ -334,6 +335,8 @@ def _schedule_free_elementwise(
     state_dtype: Any,
     rectify: bool,
     silent_sgd_phase: Any,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   """Schedule-Free over SGD (``b2=None``), Adam or rectified Adam.
 
@@ -345,6 +348,7 @@ def _schedule_free_elementwise(
   _checks.check_float_dtype("state_dtype", state_dtype)
 
   def init_fn(params):
+    _rounding.check_dtypes(name, rounding, params, state_dtype)
     base_state = (
         optax.ScaleByRmsState(nu=_zeros_tree(params, state_dtype))
         if adaptive
@@ -384,6 +388,8 @@ def _schedule_free_elementwise(
       # The reference's (k + 1) / warmup_steps, capped at 1 after warmup.
       lr = lr * jnp.minimum(step / jnp.asarray(warmup_steps, dtype), 1)
     lr, b1_, c, scalars = _averaging_step(state, lr, b1, r, weight_lr_power)
+    write = _rounding.write(rounding, seed, k)
+    to_update = _rounding.params_update(rounding, seed, k)
     # The reference's y + c (z - y) + lr (b1 (1 - c) - 1) d, rewritten on
     # z_new = z - lr d: then nothing reads the old z after z_new is written,
     # and XLA updates y and z in place without copying either.
@@ -399,17 +405,19 @@ def _schedule_free_elementwise(
         d = d + jnp.asarray(decay, dtype) * y
       return d
 
-    def leaf_update(g, y, z, nu, decay):
+    def leaf_update(g, y, z, nu, decay, leaf):
       if adaptive:
-        nu = (b2_ * nu + one_minus_b2 * g * g).astype(nu.dtype)
-      new_z = (z - lr * direction(g, y, nu, decay)).astype(z.dtype)
+        nu = write(b2_ * nu + one_minus_b2 * g * g, nu.dtype, leaf,
+                   _rounding.NU)
+      new_z = write(z - lr * direction(g, y, nu, decay), z.dtype, leaf,
+                    _rounding.Z)
       # XLA:CPU emits one loop per output: a direction shared by z_new and
       # the update would be stored in a param-sized temporary. Recomputing it
       # from inputs made distinct by _unshared keeps it in registers. The
       # state keeps nu itself: a copy would be written by a loop of its own.
       g_for_y, nu_for_y = _unshared(new_z, g, nu) if adaptive else (g, nu)
       update = c * (new_z - y) + y_step * direction(g_for_y, y, nu_for_y, decay)
-      return update.astype(y.dtype), new_z, nu
+      return to_update(update, y, leaf), new_z, nu
 
     z_leaves, treedef = jax.tree.flatten(state.z)
     nu_leaves = (
@@ -426,6 +434,7 @@ def _schedule_free_elementwise(
         z_leaves,
         nu_leaves,
         _decay_per_leaf(weight_decay, mask, params),
+        list(range(len(z_leaves))),
     )
     base_state = optax.ScaleByRmsState(nu=nu) if adaptive else state.base_state
     return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
@@ -444,6 +453,8 @@ def schedule_free_sgd(
     weight_decay: float = 0.0,
     mask: MaskOrFn = None,
     state_dtype: Any = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Schedule-Free SGD, as ``schedulefree.SGDScheduleFree``.
 
@@ -479,6 +490,12 @@ def schedule_free_sgd(
     mask: a pytree of bools like the params (or a prefix of it), or a callable
       returning one, selecting the leaves that get weight decay.
     state_dtype: dtype of :math:`z`; ``None`` keeps each param's dtype.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of :math:`y` and :math:`z` are rounded stochastically
+      (unbiased), so that steps below half an ulp still move them; see
+      :mod:`optfree.rounding` and the low-precision guide.
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count (nothing to thread through the training loop).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -508,10 +525,11 @@ def schedule_free_sgd(
       weight_lr_power=weight_lr_power,
       weight_decay=weight_decay,
   )
+  _rounding.check_rounding(rounding, seed)
   return _schedule_free_elementwise(
       "schedule_free_sgd", learning_rate, b1, None, None, warmup_steps, r,
       weight_lr_power, weight_decay, mask, state_dtype, rectify=False,
-      silent_sgd_phase=False,
+      silent_sgd_phase=False, rounding=rounding, seed=seed,
   )
 
 
@@ -527,6 +545,8 @@ def schedule_free_adamw(
     weight_decay: float = 0.0,
     mask: MaskOrFn = None,
     state_dtype: Any = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Schedule-Free AdamW, as ``schedulefree.AdamWScheduleFree``.
 
@@ -562,6 +582,12 @@ def schedule_free_adamw(
       returning one, selecting the leaves that get weight decay.
     state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
       param's dtype.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of :math:`y`, :math:`z` and :math:`\nu` are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; see :mod:`optfree.rounding` and the low-precision guide.
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count (nothing to thread through the training loop).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -593,10 +619,11 @@ def schedule_free_adamw(
       weight_lr_power=weight_lr_power,
       weight_decay=weight_decay,
   )
+  _rounding.check_rounding(rounding, seed)
   return _schedule_free_elementwise(
       "schedule_free_adamw", learning_rate, b1, b2, eps, warmup_steps, r,
       weight_lr_power, weight_decay, mask, state_dtype, rectify=False,
-      silent_sgd_phase=False,
+      silent_sgd_phase=False, rounding=rounding, seed=seed,
   )
 
 
@@ -612,6 +639,8 @@ def schedule_free_radam(
     silent_sgd_phase: bool = True,
     mask: MaskOrFn = None,
     state_dtype: Any = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Schedule-Free RAdam, as ``schedulefree.RAdamScheduleFree``.
 
@@ -649,6 +678,12 @@ def schedule_free_radam(
       returning one, selecting the leaves that get weight decay.
     state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
       param's dtype.
+    rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
+      bfloat16 writes of :math:`y`, :math:`z` and :math:`\nu` are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; see :mod:`optfree.rounding` and the low-precision guide.
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count (nothing to thread through the training loop).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -682,10 +717,11 @@ def schedule_free_radam(
       weight_lr_power=weight_lr_power,
       weight_decay=weight_decay,
   )
+  _rounding.check_rounding(rounding, seed)
   return _schedule_free_elementwise(
       "schedule_free_radam", learning_rate, b1, b2, eps, 0, r,
       weight_lr_power, weight_decay, mask, state_dtype, rectify=True,
-      silent_sgd_phase=silent_sgd_phase,
+      silent_sgd_phase=silent_sgd_phase, rounding=rounding, seed=seed,
   )
 
 
@@ -698,6 +734,8 @@ def schedule_free(
     r: float = 0.0,
     weight_decay_at_y: float = 0.0,
     state_dtype: Any = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Makes an optax optimizer Schedule-Free (``ScheduleFreeWrapperReference``).
 
@@ -731,6 +769,14 @@ def schedule_free(
       :math:`z`.
     state_dtype: dtype of :math:`z` (the base sees and initialises from it);
       ``None`` keeps each param's dtype.
+    rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 writes of
+      :math:`y` and :math:`z` are rounded stochastically (computed in
+      float32 first). The base optimizer's own state is written as the base
+      writes it (e.g. ``optax.adam``'s moments to the nearest value in their
+      dtype; its ``mu_dtype`` or a float32 ``state_dtype`` avoid bfloat16
+      there).
+    seed: an integer in [0, 2**32) that the rounding bits are derived from,
+      with the step count.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (extra arguments are passed to
@@ -760,9 +806,14 @@ def schedule_free(
       weight_decay_at_y=weight_decay_at_y,
   )
   _checks.check_float_dtype("state_dtype", state_dtype)
+  _rounding.check_rounding(rounding, seed)
   base_optimizer = optax.with_extra_args_support(base_optimizer)
+  # Stochastic rounding computes z + u in float32 before rounding it.
+  widen = ((lambda x: x) if rounding == "nearest" else
+           (lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))))
 
   def init_fn(params):
+    _rounding.check_dtypes("schedule_free", rounding, params, state_dtype)
     z = _copy_tree(params, state_dtype)
     return _init_state(params, b1, z, base_optimizer.init(z))
 
@@ -786,12 +837,18 @@ def schedule_free(
     # y + c (z - y) + (1 - b1 (1 - c)) (z_new - z), rewritten on z_new as in
     # the elementwise optimizers, with z_new - z = u - decay y.
     z_step_weight = (1 - b1_) * (1 - c)
+    write = _rounding.write(rounding, seed, k)
+    to_update = _rounding.params_update(rounding, seed, k)
 
-    def leaf_update(y, base_z, u):
-      new_z = (base_z + u).astype(base_z.dtype)
+    def leaf_update(y, base_z, u, leaf, z):
+      if rounding == "stochastic" and decay is not None:
+        # z - decay y is rounded for the base to read, not for z's write:
+        # rounded to nearest, a decay below half an ulp would never act.
+        base_z = widen(z) - decay * y
+      new_z = write(widen(base_z) + widen(u), z.dtype, leaf, _rounding.Z)
       z_step = u if decay is None else u - decay * y
       update = c * (new_z - y) + z_step_weight * z_step
-      return update.astype(y.dtype), new_z
+      return to_update(update, y, leaf), new_z
 
     updates, z = _map_leaves(
         leaf_update,
@@ -800,6 +857,8 @@ def schedule_free(
         jax.tree.leaves(params),
         jax.tree.leaves(base_params),
         jax.tree.leaves(base_updates),
+        list(range(len(jax.tree.leaves(state.z)))),
+        jax.tree.leaves(state.z),
     )
     return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
 

@@ -36,6 +36,8 @@ def _schedule_free_over_adam(
     r=0.0,
     weight_decay_at_y=0.0,
     state_dtype=None,
+    rounding="nearest",
+    seed=0,
 ):
   # The wrapper's base must produce the z-step; Adam without momentum does.
   # Explicit keywords, so that optax.inject_hyperparams can inject each one.
@@ -47,6 +49,8 @@ def _schedule_free_over_adam(
       r=r,
       weight_decay_at_y=weight_decay_at_y,
       state_dtype=state_dtype,
+      rounding=rounding,
+      seed=seed,
   )
 
 

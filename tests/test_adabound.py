@@ -150,7 +150,8 @@ def test_inject_hyperparams_under_jit_matches_reference(x64):
   kwargs = optimizer_kwargs(load_config(GOLDEN, name))
   tx = optax.inject_hyperparams(optfree.adabound)(**kwargs)
   assert set(tx.init([jnp.zeros(1)]).hyperparams) == {
-      "learning_rate", "final_lr", "b1", "b2", "gamma", "eps", "weight_decay"}
+      "learning_rate", "final_lr", "b1", "b2", "gamma", "eps", "weight_decay",
+      "seed"}
   assert_reproduces(tx, name, jnp.float64, rtol=1e-10, atol=1e-12)
 
 

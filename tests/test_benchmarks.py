@@ -193,3 +193,56 @@ def test_headline_speedups_are_the_committed_sweep():
     readme = " ".join(f.read().split())
   assert headline in guide and level in guide
   assert headline in readme
+
+
+def test_rounding_times_each_optfree_optimizer_against_nearest(
+    step_time, tmp_path):
+  assert step_time.main([
+      "--rounding", "--sizes", "4k", "--leaves", "2", "--only", "lion",
+      "--reps", "1", "--steps", "1", "--out", str(tmp_path), "--no-progress",
+  ]) == 0
+  name = f"step_time-{step_time.device_name()}-rounding.json"
+  with open(tmp_path / name) as f:
+    records = json.load(f)["records"]
+  assert {r["optimizer"] for r in records} == {
+      "floor", "lion+sr", "lion", "stochastic_rounding(optax.adam)",
+      "optax.adam"}
+  assert {r["dtype"] for r in records} == {"bfloat16"}
+
+
+@pytest.fixture(scope="module")
+def low_precision():
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                      "benchmarks", "low_precision.py")
+  spec = importlib.util.spec_from_file_location("low_precision", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_low_precision_quick_run_reports_every_setting(low_precision,
+                                                       tmp_path):
+  reports = low_precision.main([
+      "--quick", "--tasks", "regression,mnist1d", "--optimizers",
+      "sf_adamw", "--out-dir", str(tmp_path)])
+  for task in ("regression", "mnist1d"):
+    with open(tmp_path / f"low_precision-{task}.json") as f:
+      report = json.load(f)
+    assert report == json.loads(json.dumps(reports[task]))
+    by_config = report["tasks"][task]["optimizers"]["sf_adamw"]
+    assert set(by_config) == set(low_precision.CONFIGS)
+    for entry in by_config.values():
+      assert math.isfinite(entry["final_test_loss_mean"])
+    assert by_config["float32"]["loss_over_float32"] == 1.0
+    # Params + state: SF-AdamW holds y, z, nu; all bfloat16 halves them,
+    # float32 state keeps z, nu at 4 bytes (plus scalars).
+    assert by_config["bf16_sr"]["bytes_over_float32"] == pytest.approx(
+        0.5, abs=0.01)
+    assert by_config["bf16_sr_f32_state"]["bytes_over_float32"] == (
+        pytest.approx(5 / 6, abs=0.01))
+    assert os.path.getsize(tmp_path / f"low_precision-{task}.png") > 1000
+  with open(tmp_path / "low_precision-bits.json") as f:
+    bits = json.load(f)["bits"]
+  assert set(bits["ms"]) == {"nearest", "hash", "threefry", "rbg"}
+  assert abs(bits["hash_stats"]["mean (0.5)"] - 0.5) < 0.01

@@ -110,6 +110,15 @@ def test_non_negative_accepts(value):
   _checks.check_non_negative("weight_decay", value)
 
 
+def test_checks_accept_bfloat16_scalars():
+  # optax.inject_hyperparams casts hyperparameters to the params' dtype by
+  # default: with bfloat16 params, init re-checks a bfloat16 0-d array.
+  _checks.check_non_negative("learning_rate", jnp.asarray(0.1, jnp.bfloat16))
+  with pytest.raises(ValueError, match="learning_rate"):
+    _checks.check_non_negative("learning_rate",
+                               jnp.asarray(-0.1, jnp.bfloat16))
+
+
 @pytest.mark.parametrize("value", [-1e-12, -1, -math.inf])
 def test_non_negative_rejects(value):
   _raises_naming(_checks.check_non_negative, "weight_decay", value)

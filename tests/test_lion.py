@@ -60,7 +60,7 @@ def test_inject_hyperparams_under_jit_matches_reference(x64):
       b2=config["betas"][1], weight_decay=config["weight_decay"],
       mask=[i in config["decay_tensors"] for i in range(NUM_TENSORS)])
   assert set(tx.init([jnp.zeros(1)] * NUM_TENSORS).hyperparams) == {
-      "learning_rate", "b1", "b2", "weight_decay"}
+      "learning_rate", "b1", "b2", "weight_decay", "seed"}
   assert_reproduces(tx, name, jnp.float64, rtol=1e-10, atol=1e-12,
                     filename=GOLDEN)
 

@@ -84,3 +84,37 @@ def test_each_param_sized_loop_has_a_scalar_operand(entry, dtype):
   without_scalar = [name for name, body in loops
                     if "broadcast(" not in bodies[body]]
   assert not without_scalar
+
+
+# With rounding="stochastic" (bfloat16 params and state), XLA:CPU recomputes
+# a rounded buffer (the new z, m) inside the loop of the update that reads it,
+# from the old buffer, and then copies the old buffer so that it survives its
+# own in-place update: up to one param-sized temporary per rounded state
+# buffer (in bfloat16-param units; the wrapper's stored base update is
+# float32 there). Recorded here as a ceiling, measured at this commit, so that
+# it can only go down. Tried without success: an optimization barrier on the
+# rounded buffer (XLA:CPU removes barriers before fusion) and an exact
+# division by a runtime 1 to make the rounding "expensive" (rewritten to a
+# multiplication).
+STOCHASTIC_TEMPORARIES = {
+    "schedule_free_sgd": 1, "schedule_free_adamw": 4, "schedule_free_radam": 4,
+    "schedule_free_wrapper": 2, "adabound": 2, "amsbound": 2, "adaboundw": 2,
+    "lion": 1,
+}
+
+
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_stochastic_step_temporaries_stay_under_the_recorded_ceiling(entry):
+  params = {"w": jnp.ones(SHAPE, jnp.bfloat16),
+            "b": jnp.ones(SHAPE[:1], jnp.bfloat16)}
+  optimizer = entry.make(rounding="stochastic")
+
+  def step(params, state, grads):
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+      params, optimizer.init(params), params).compile()
+  param_bytes = SHAPE[0] * SHAPE[1] * 2
+  temporaries = compiled.memory_analysis().temp_size_in_bytes / param_bytes
+  assert temporaries < STOCHASTIC_TEMPORARIES[entry.name] + 0.5

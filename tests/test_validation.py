@@ -24,11 +24,16 @@ NAN = float("nan")
 
 
 def _wrapper(*, learning_rate=1.0, b1=0.9, weight_lr_power=2.0, r=0.0,
-             weight_decay_at_y=0.0):
+             weight_decay_at_y=0.0, rounding="nearest", seed=0):
   """``optfree.schedule_free`` over plain SGD, with its checked arguments."""
   return optfree.schedule_free(
       optax.sgd(1.0), learning_rate, b1=b1, weight_lr_power=weight_lr_power,
-      r=r, weight_decay_at_y=weight_decay_at_y)
+      r=r, weight_decay_at_y=weight_decay_at_y, rounding=rounding, seed=seed)
+
+
+def _stochastic_rounding(*, seed=0):
+  """``optfree.stochastic_rounding`` over plain SGD."""
+  return optfree.stochastic_rounding(optax.sgd(1.0), seed=seed)
 
 
 # Out-of-range values per argument, from the issues' "Bad input" lists. NaN is
@@ -60,6 +65,14 @@ LION_BAD = {
     "b2": [-0.1, 1.0, NAN],
     "weight_decay": [-1e-2, NAN],
 }
+# Every optimizer takes these (optfree.rounding).
+ROUNDING_BAD = {
+    "rounding": ["up", "Stochastic", None],
+    "seed": [-1, 2**32, 1.5],
+}
+SCHEDULE_FREE_BAD.update(ROUNDING_BAD)
+ADABOUND_BAD.update(ROUNDING_BAD)
+LION_BAD.update(ROUNDING_BAD)
 OPTIMIZER_RULES = {
     "schedule_free_sgd": (optfree.schedule_free_sgd, SCHEDULE_FREE_BAD),
     "schedule_free_adamw": (optfree.schedule_free_adamw, SCHEDULE_FREE_BAD),
@@ -71,6 +84,7 @@ OPTIMIZER_RULES = {
     "adaboundw": (optfree.adaboundw, ADABOUND_BAD),
     "scale_by_lion": (optfree.scale_by_lion, LION_BAD),
     "lion": (optfree.lion, LION_BAD),
+    "stochastic_rounding": (_stochastic_rounding, ROUNDING_BAD),
 }
 
 

@@ -1,0 +1,363 @@
+r"""Stochastic rounding of low-precision writes, shared by every optimizer.
+
+Rounding a float32 value :math:`v` to the nearest bfloat16 drops every change
+smaller than half a unit in the last place (:math:`2^{-9}` relative): a param
+whose update is that small never moves. Stochastic rounding instead rounds
+:math:`v` to its upper neighbour :math:`\lceil v \rceil` with probability
+:math:`(v - \lfloor v \rfloor) / (\lceil v \rceil - \lfloor v \rfloor)` and to
+its lower neighbour otherwise, so that every write is unbiased,
+
+.. math::
+
+  \mathbb{E}[\operatorname{sr}(v)] = v,
+
+and small updates accumulate in expectation (Gupta et al., 2015). For
+bfloat16, whose bit pattern is the upper half of the float32 one, this is
+exact integer arithmetic: add 16 uniformly random bits to the magnitude's bit
+pattern and truncate the lower 16 bits.
+
+The random bits need no key from the user: they are a counter-based hash of
+(``seed``, the step count kept in the optimizer state, the leaf's index in the
+params tree, which buffer is written, the element's index in the leaf). So a
+run is deterministic, a run resumed from a checkpoint is bit-identical to one
+that never stopped, and every replica of a replicated param (``pmap``, sharded
+``jit``) draws the same bits: the element index is the global one, never a
+device's.
+
+Only bfloat16 writes are rounded stochastically. float32 and float64 leaves
+are written as with nearest rounding; float16 (whose exponent is narrower than
+float32's, so that truncation is not a rounding) is rejected with a
+``ValueError`` when the optimizer is initialised.
+
+Every optfree optimizer takes ``rounding="stochastic"`` and ``seed``;
+:func:`stochastic_rounding` gives the same to any optax optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optfree import _checks
+from optfree import _public
+
+ROUNDINGS = ("nearest", "stochastic")
+
+# The buffer written, folded into the bits so that two writes of one leaf in
+# one step (y and z, m and v) get independent noise.
+PARAMS, Z, NU, MU = range(4)
+_NUM_STREAMS = 4
+
+_SEED_LIMIT = 2**32
+
+
+def check_rounding(rounding: Any, seed: Any) -> None:
+  """Raises ValueError unless ``rounding`` and ``seed`` are valid.
+
+  Args:
+    rounding: ``"nearest"`` or ``"stochastic"``.
+    seed: an integer in [0, 2**32).
+  """
+  _checks.check_choice("rounding", rounding, ROUNDINGS)
+  _checks.check_int("seed", seed)
+  # A seed injected by optax.inject_hyperparams is traced: checked at
+  # construction already.
+  if not isinstance(seed, jax.core.Tracer) and int(seed) >= _SEED_LIMIT:
+    raise ValueError(f"seed must be an integer < 2**32, got {seed!r}")
+
+
+def check_dtypes(name: str, rounding: str, *trees_or_dtypes: Any) -> None:
+  """Raises ValueError if stochastic rounding would write a float16 leaf.
+
+  Args:
+    name: the optimizer's name, used in the message.
+    rounding: ``"nearest"`` (nothing is checked) or ``"stochastic"``.
+    *trees_or_dtypes: params trees and dtype options (``None`` is skipped).
+  """
+  if rounding != "stochastic":
+    return
+  for item in trees_or_dtypes:
+    if item is None:
+      continue
+    if isinstance(item, (str, type, np.dtype)):
+      dtypes = [jnp.dtype(item)]
+    else:
+      dtypes = [jnp.asarray(leaf).dtype for leaf in jax.tree.leaves(item)]
+    if any(dtype == jnp.float16 for dtype in dtypes):
+      raise ValueError(
+          f"{name}: rounding='stochastic' supports bfloat16 (and leaves "
+          "float32/float64 as they are), not float16; use bfloat16, or "
+          "rounding='nearest' for float16."
+      )
+
+
+def _fmix32(x: jax.Array) -> jax.Array:
+  # MurmurHash3's finalizer: a bijection of uint32 whose every output bit
+  # depends on every input bit (avalanche).
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x85EBCA6B)
+  x = x ^ (x >> 13)
+  x = x * jnp.uint32(0xC2B2AE35)
+  return x ^ (x >> 16)
+
+
+def _key(seed: int, count: jax.Array, leaf: int, stream: int) -> jax.Array:
+  """A well-mixed uint32 key per (seed, step, leaf, buffer); scalar work."""
+  key = _fmix32(jnp.asarray(seed).astype(jnp.uint32) ^ jnp.uint32(0x3C6EF372))
+  key = _fmix32(key ^ jnp.asarray(count).astype(jnp.uint32))
+  return _fmix32(key + jnp.uint32((leaf * _NUM_STREAMS + stream) % 2**32))
+
+
+def _element_index(shape: tuple[int, ...]) -> jax.Array:
+  # Built from one iota per axis rather than by reshaping an arange, so that
+  # each shard of a sharded leaf computes its own global indices locally.
+  index = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+    index = index + iota * jnp.uint32(stride % 2**32)
+    stride *= shape[axis]
+  return index
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Uniform uint32 bits for each element: a hash of (key, element index).
+
+  The element index is spread over the uint32 range by the golden ratio (a
+  Weyl sequence), offset by ``key``, and mixed by MurmurHash3's finalizer:
+  three multiplications and three xor-shifts per element, against many
+  times more work for ``jax.random.bits``' threefry on CPU (see
+  benchmarks/low_precision.py). The finalizer alone, on consecutive indices,
+  gives measurably non-uniform top bits (a chi-square of 333 for 255 degrees
+  of freedom over 1M elements); after the Weyl step it is 249. For a fixed
+  element, a uniformly random key gives uniform bits (both steps are
+  bijections). Indices wrap modulo 2**32 (leaves of 4G elements and more
+  repeat their bits).
+
+  Args:
+    key: a uint32 scalar, e.g. from the seed, step, leaf and buffer.
+    shape: the shape of the leaf.
+
+  Returns:
+    A uint32 array of ``shape``.
+  """
+  return _fmix32(_element_index(shape) * jnp.uint32(0x9E3779B9) + key)
+
+
+def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
+  r"""Rounds float32 ``value`` to bfloat16 stochastically, given random bits.
+
+  With :math:`b` the float32 bit pattern of :math:`|v|` and :math:`u` the top
+  16 of ``bits`` (uniform on :math:`[0, 2^{16})`), the result has magnitude
+  bits :math:`\lfloor (b + u) / 2^{16} \rfloor 2^{16}`: it is
+  :math:`\lceil |v| \rceil` exactly when :math:`u` reaches past the dropped
+  fraction, i.e. with probability :math:`(|v| - \lfloor |v| \rfloor) /
+  (\lceil |v| \rceil - \lfloor |v| \rfloor)`, and :math:`|v|` itself when it
+  is a bfloat16. Adding to the magnitude rounds negative values the same way.
+  The sign is kept (so is the sign of zero); NaN and infinities pass
+  through; a finite value rounds to infinity only where nearest rounding does
+  (beyond the largest bfloat16 by half an ulp or more): below that it rounds
+  to the largest finite bfloat16 at most.
+
+  Args:
+    value: a float32 array (wider or narrower floats are converted first).
+    bits: uint32 random bits of ``value``'s shape.
+
+  Returns:
+    A bfloat16 array of ``value``'s shape.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from optfree import rounding
+    >>> value = jnp.full(4, 1 + 2.0**-9)  # a quarter ulp above 1.0
+    >>> bits = jnp.array([0, 2**30, 3 * 2**30 - 1, 3 * 2**30], jnp.uint32)
+    >>> print(rounding.round_to_bfloat16(value, bits).astype(float).tolist())
+    [1.0, 1.0, 1.0, 1.0078125]
+  """
+  value = jnp.asarray(value, jnp.float32)
+  pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
+  magnitude = pattern & jnp.uint32(0x7FFFFFFF)
+  # Integer work only, down to the upper 16 bits: a float conversion to
+  # bfloat16 would round to nearest again (several instructions on CPUs
+  # without bfloat16 support) for a value that is already one.
+  upper = jnp.minimum((magnitude + (bits >> 16)) >> 16, jnp.uint32(0x7F7F))
+  # 0x7F7F is the largest finite bfloat16. From 0x7F7F8000 on, nearest
+  # rounding gives Inf (0x7F80), and so does this; NaN stays a (quiet) NaN.
+  special = jnp.where(magnitude > jnp.uint32(0x7F800000), jnp.uint32(0x7FC0),
+                      jnp.uint32(0x7F80))
+  upper = jnp.where(magnitude >= jnp.uint32(0x7F7F8000), special, upper)
+  sign = (pattern >> 16) & jnp.uint32(0x8000)
+  return jax.lax.bitcast_convert_type((sign | upper).astype(jnp.uint16),
+                                      jnp.bfloat16)
+
+
+def write(
+    rounding: str,
+    seed: int,
+    count: jax.Array,
+) -> Callable[[jax.Array, Any, int, int], jax.Array]:
+  """The function an optimizer writes a buffer leaf with.
+
+  Args:
+    rounding: ``"nearest"`` or ``"stochastic"``.
+    seed: the optimizer's seed.
+    count: the step count in the optimizer state (before this update).
+
+  Returns:
+    ``write(value, dtype, leaf, stream)``: ``value.astype(dtype)``, rounded
+    stochastically when ``rounding="stochastic"`` and ``dtype`` is bfloat16,
+    with bits drawn for leaf number ``leaf`` of the tree and buffer
+    ``stream`` (one of ``PARAMS, Z, NU, MU``).
+  """
+
+  def write_fn(value, dtype, leaf, stream):
+    if rounding == "nearest" or jnp.dtype(dtype) != jnp.bfloat16:
+      return value.astype(dtype)
+    bits = random_bits(_key(seed, count, leaf, stream), jnp.shape(value))
+    return round_to_bfloat16(value, bits)
+
+  return write_fn
+
+
+def params_update(
+    rounding: str,
+    seed: int,
+    count: jax.Array,
+) -> Callable[[jax.Array, jax.Array, int], jax.Array]:
+  r"""The function an optimizer turns its float32 step into an update with.
+
+  With nearest rounding, the step :math:`s` is returned in the params' dtype,
+  as before. With stochastic rounding and a bfloat16 param :math:`y`, the new
+  param :math:`t = \operatorname{sr}(y + s)` is rounded here and the update is
+  :math:`t - y` in float32, so that ``optax.apply_updates`` (which adds in
+  float32 and rounds to the params' dtype) lands on :math:`t` bit for bit:
+  :math:`t - y` of two bfloat16 values is exact in float32 whenever their
+  exponents differ by less than 16 (a change smaller than a factor 2^15), and
+  so is then the sum. A bfloat16 update could not: :math:`t - y` needs more
+  than 8 bits whenever a param crosses zero or halves.
+
+  Args:
+    rounding: ``"nearest"`` or ``"stochastic"``.
+    seed: the optimizer's seed.
+    count: the step count in the optimizer state (before this update).
+
+  Returns:
+    ``update(step, params, leaf)`` for the param leaf number ``leaf``.
+  """
+  write_fn = write(rounding, seed, count)
+
+  def update_fn(step, params, leaf):
+    dtype = jnp.asarray(params).dtype
+    if rounding == "nearest" or dtype != jnp.bfloat16:
+      return step.astype(dtype)
+    params = params.astype(jnp.float32)
+    target = write_fn(params + step.astype(jnp.float32), dtype, leaf, PARAMS)
+    return target.astype(jnp.float32) - params
+
+  return update_fn
+
+
+class StochasticRoundingState(NamedTuple):
+  """State of :func:`stochastic_rounding`.
+
+  Attributes:
+    count: number of updates applied (int32, saturating), which the random
+      bits are drawn from.
+    inner_state: the wrapped optimizer's state (float32 where it was
+      initialised from bfloat16 params, unless it has its own dtype option).
+  """
+
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+  inner_state: optax.OptState
+
+
+def _widen(tree: Any) -> Any:
+  return jax.tree.map(
+      lambda x: x.astype(jnp.float32)
+      if jnp.asarray(x).dtype == jnp.bfloat16 else x, tree)
+
+
+def stochastic_rounding(
+    inner: optax.GradientTransformation,
+    *,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Runs an optax optimizer in float32; rounds bfloat16 params stochastically.
+
+  The inner optimizer sees float32 copies of bfloat16 params and gradients
+  (float32 and float64 leaves pass unchanged) and returns a float32 step
+  :math:`s`; the new param is its stochastic rounding,
+
+  .. math::
+
+    y_{k+1} = \operatorname{sr}(y_k + s_k), \qquad
+    \mathbb{E}[y_{k+1}] = y_k + s_k,
+
+  and the update returned is :math:`y_{k+1} - y_k` in float32, on which
+  ``optax.apply_updates`` lands exactly (see :func:`params_update`). The bits
+  come from ``seed`` and the wrapper's own step count.
+
+  The inner state is initialised from float32 params, so its buffers are
+  float32 (twice the bytes of bfloat16) unless the inner optimizer has its own
+  dtype option (``optax.adam(..., mu_dtype=jnp.bfloat16)``); optfree's own
+  optimizers take ``rounding="stochastic"`` instead and keep every buffer in
+  bfloat16, rounded stochastically too.
+
+  Args:
+    inner: any optax transformation whose output is the params' update.
+    seed: an integer in [0, 2**32) that the random bits are derived from.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (extra arguments go to the
+    inner optimizer) whose state is a :class:`StochasticRoundingState`;
+    ``update`` needs the params.
+
+  References:
+    Gupta et al., `Deep Learning with Limited Numerical Precision
+    <https://arxiv.org/abs/1502.02551>`_, ICML 2015.
+
+    Zamirai et al., `Revisiting BFloat16 Training
+    <https://arxiv.org/abs/2010.06192>`_, 2020.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optfree
+    >>> params = jnp.full(1000, 1.0, jnp.bfloat16)
+    >>> opt = optfree.stochastic_rounding(optax.sgd(1e-3))
+    >>> state = opt.init(params)
+    >>> for _ in range(100):  # each step is 1/8 of an ulp of 1.0
+    ...   grads = jnp.ones_like(params)
+    ...   updates, state = opt.update(grads, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(params.dtype, round(float(params.astype(float).mean()), 2))
+    bfloat16 0.9
+    >>> nearest = jnp.full(1000, 1.0, jnp.bfloat16) - 1e-3
+    >>> print(nearest.astype(float).mean())  # nearest rounding never moves
+    1.0
+  """
+  check_rounding("stochastic", seed)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    check_dtypes("stochastic_rounding", "stochastic", params)
+    return StochasticRoundingState(
+        count=jnp.zeros([], jnp.int32), inner_state=inner.init(_widen(params)))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    steps, inner_state = inner.update(
+        _widen(updates), state.inner_state, _widen(params), **extra_args)
+    to_update = params_update("stochastic", seed, state.count)
+    step_leaves, treedef = jax.tree.flatten(steps)
+    rounded = [to_update(step, param, leaf) for leaf, (step, param) in
+               enumerate(zip(step_leaves, jax.tree.leaves(params)))]
+    return treedef.unflatten(rounded), StochasticRoundingState(
+        count=optax.safe_increment(state.count), inner_state=inner_state)
+
+  # Non-float leaves, missing params, extra arguments and the placement of
+  # the count under sharding are handled as for every public optimizer.
+  return _public.public_transformation(
+      "stochastic_rounding",
+      optax.GradientTransformationExtraArgs(init_fn, update_fn))
