@@ -5,7 +5,6 @@ AdaBound/AMSBound/AdaBoundW, Lion, and the PyTorch family of learning-rate and
 momentum schedules, each an optax ``GradientTransformation`` or schedule.
 """
 
-from optfree import rounding
 from optfree import schedules
 from optfree.adabound import adabound
 from optfree.adabound import adaboundw
@@ -62,7 +61,6 @@ __all__ = (
     "onecycle_schedule",
     "per_epoch",
     "polynomial_decay_schedule",
-    "rounding",
     "scale_by_adabound",
     "scale_by_lion",
     "schedule_free",

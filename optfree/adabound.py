@@ -120,7 +120,7 @@ def scale_by_adabound(
     rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 writes of the
       moments are rounded stochastically (unbiased), and the step comes out
       in float32 (at least) for the params' write to round; see
-      :mod:`optfree.rounding`.
+      :func:`optfree.stochastic_rounding`.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -324,7 +324,7 @@ def adabound(
       bfloat16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; updates of bfloat16 params then come out in float32, on which
-      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -419,7 +419,7 @@ def amsbound(
       bfloat16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; updates of bfloat16 params then come out in float32, on which
-      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -492,7 +492,7 @@ def adaboundw(
       bfloat16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; updates of bfloat16 params then come out in float32, on which
-      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 

@@ -46,7 +46,7 @@ def scale_by_lion(
       memory); ``None`` keeps the params' dtype. Either way the momentum keeps
       this dtype across updates.
     rounding: ``"nearest"`` or ``"stochastic"``: a bfloat16 momentum is
-      rounded stochastically (unbiased), see :mod:`optfree.rounding`.
+      rounded stochastically (unbiased), see :func:`optfree.stochastic_rounding`.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -162,7 +162,7 @@ def lion(
       stochastically (unbiased), so that steps below half an ulp still move
       them; the weight decay and learning rate are then applied in float32,
       and updates of bfloat16 params come out in float32, on which
-      ``optax.apply_updates`` lands exactly (see :mod:`optfree.rounding`).
+      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 

@@ -493,7 +493,7 @@ def schedule_free_sgd(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 writes of :math:`y` and :math:`z` are rounded stochastically
       (unbiased), so that steps below half an ulp still move them; see
-      :mod:`optfree.rounding` and the low-precision guide.
+      :func:`optfree.stochastic_rounding` and the low-precision guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
 
@@ -585,7 +585,7 @@ def schedule_free_adamw(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 writes of :math:`y`, :math:`z` and :math:`\nu` are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; see :mod:`optfree.rounding` and the low-precision guide.
+      them; see :func:`optfree.stochastic_rounding` and the low-precision guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
 
@@ -681,7 +681,7 @@ def schedule_free_radam(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 writes of :math:`y`, :math:`z` and :math:`\nu` are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; see :mod:`optfree.rounding` and the low-precision guide.
+      them; see :func:`optfree.stochastic_rounding` and the low-precision guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
 
