@@ -56,13 +56,15 @@ import numpy as np
 import optax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "benchmarks"):
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
 
 # pylint: disable=wrong-import-position,protected-access
 import optfree  # noqa: E402
 from optfree import _demo_models  # noqa: E402
 from optfree import rounding  # noqa: E402
+import quality  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -85,13 +87,10 @@ STATE_DTYPE_OPTION = {"sf_adamw": "state_dtype", "sf_sgd": "state_dtype",
                       "lion": "mu_dtype", "adabound": "mu_dtype",
                       "amsbound": "mu_dtype"}
 
-# The neural-network tasks: quality.py's settings.
-NN_FULL = {
-    "mnist1d": dict(steps=800, eval_every=100, model=dict(
-        num_samples=10000, batch_size=128, features=32)),
-    "charlm": dict(steps=400, eval_every=50, model=dict(
-        context=64, width=32, batch_size=16)),
-}
+# The neural-network tasks: quality.py's models and lengths, evaluated less
+# often; the quick run is smaller than quality.py's.
+NN_FULL = {name: dict(settings, eval_every=settings["steps"] // 8)
+           for name, settings in quality.FULL.items()}
 NN_QUICK = {
     "mnist1d": dict(steps=20, eval_every=20, model=dict(
         num_samples=2000, batch_size=32, features=8)),
@@ -99,8 +98,7 @@ NN_QUICK = {
         context=16, width=8, batch_size=4, max_chars=50_000,
         num_eval_windows=16)),
 }
-TASK_BUILDERS = {"mnist1d": _demo_models.mnist1d_task,
-                 "charlm": _demo_models.charlm_task}
+TASK_BUILDERS = quality.TASK_BUILDERS
 
 # Noisy linear regression: the example.
 REGRESSION_FULL = dict(dim=256, batch=64, steps=8000, eval_every=1000,
