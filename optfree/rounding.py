@@ -180,19 +180,20 @@ def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
   """
   value = jnp.asarray(value, jnp.float32)
   pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
+  # Adding u to the whole pattern adds it to the magnitude (the sum stays
+  # below the sign bit for every finite value handled here); clearing the
+  # lower 16 bits then leaves a bfloat16 held in a float32, which the final
+  # conversion writes exactly. (Ending in a float conversion, rather than in
+  # a bitcast of the upper half, also keeps XLA from recomputing all this,
+  # random bits included, in every loop that reads the written buffer.)
+  rounded = jax.lax.bitcast_convert_type(
+      (pattern + (bits >> 16)) & jnp.uint32(0xFFFF0000), jnp.float32)
+  # Above the largest finite bfloat16 (0x7F7F), where rounding up would give
+  # Inf, and for Inf and NaN: nearest rounding, which gives 0x7F7F below
+  # 0x7F7F8000, Inf from there on, and NaN for NaN.
   magnitude = pattern & jnp.uint32(0x7FFFFFFF)
-  # Integer work only, down to the upper 16 bits: a float conversion to
-  # bfloat16 would round to nearest again (several instructions on CPUs
-  # without bfloat16 support) for a value that is already one.
-  upper = jnp.minimum((magnitude + (bits >> 16)) >> 16, jnp.uint32(0x7F7F))
-  # 0x7F7F is the largest finite bfloat16. From 0x7F7F8000 on, nearest
-  # rounding gives Inf (0x7F80), and so does this; NaN stays a (quiet) NaN.
-  special = jnp.where(magnitude > jnp.uint32(0x7F800000), jnp.uint32(0x7FC0),
-                      jnp.uint32(0x7F80))
-  upper = jnp.where(magnitude >= jnp.uint32(0x7F7F8000), special, upper)
-  sign = (pattern >> 16) & jnp.uint32(0x8000)
-  return jax.lax.bitcast_convert_type((sign | upper).astype(jnp.uint16),
-                                      jnp.bfloat16)
+  return jnp.where(magnitude > jnp.uint32(0x7F7F0000), value,
+                   rounded).astype(jnp.bfloat16)
 
 
 def write(
