@@ -178,22 +178,30 @@ def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
     >>> print(rounding.round_to_bfloat16(value, bits).astype(float).tolist())
     [1.0, 1.0, 1.0, 1.0078125]
   """
+  return _round_in_float32(value, bits).astype(jnp.bfloat16)
+
+
+def _round_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
+  """:func:`round_to_bfloat16`'s value, held in a float32 (exactly).
+
+  Above the largest finite bfloat16, and for Inf and NaN, it is ``value``
+  itself, which a conversion to bfloat16 then rounds to nearest.
+  """
   value = jnp.asarray(value, jnp.float32)
   pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
   # Adding u to the whole pattern adds it to the magnitude (the sum stays
   # below the sign bit for every finite value handled here); clearing the
-  # lower 16 bits then leaves a bfloat16 held in a float32, which the final
-  # conversion writes exactly. (Ending in a float conversion, rather than in
-  # a bitcast of the upper half, also keeps XLA from recomputing all this,
-  # random bits included, in every loop that reads the written buffer.)
+  # lower 16 bits then leaves a bfloat16 held in a float32. (Converting that
+  # to bfloat16, rather than bitcasting its upper half, also keeps XLA from
+  # recomputing all this, random bits included, in every loop that reads
+  # the written buffer.)
   rounded = jax.lax.bitcast_convert_type(
       (pattern + (bits >> 16)) & jnp.uint32(0xFFFF0000), jnp.float32)
   # Above the largest finite bfloat16 (0x7F7F), where rounding up would give
   # Inf, and for Inf and NaN: nearest rounding, which gives 0x7F7F below
   # 0x7F7F8000, Inf from there on, and NaN for NaN.
   magnitude = pattern & jnp.uint32(0x7FFFFFFF)
-  return jnp.where(magnitude > jnp.uint32(0x7F7F0000), value,
-                   rounded).astype(jnp.bfloat16)
+  return jnp.where(magnitude > jnp.uint32(0x7F7F0000), value, rounded)
 
 
 def write(
@@ -239,7 +247,9 @@ def params_update(
   :math:`t - y` of two bfloat16 values is exact in float32 whenever their
   exponents differ by less than 16 (a change smaller than a factor 2^15), and
   so is then the sum. A bfloat16 update could not: :math:`t - y` needs more
-  than 8 bits whenever a param crosses zero or halves.
+  than 8 bits whenever a param crosses zero or halves. Beyond the largest
+  finite bfloat16 (and for Inf and NaN) the update is :math:`(y + s) - y`,
+  which ``apply_updates`` rounds to nearest (Inf from half an ulp past it).
 
   Args:
     rounding: ``"nearest"`` or ``"stochastic"``.
@@ -249,15 +259,15 @@ def params_update(
   Returns:
     ``update(step, params, leaf)`` for the param leaf number ``leaf``.
   """
-  write_fn = write(rounding, seed, count)
-
   def update_fn(step, params, leaf):
     dtype = jnp.asarray(params).dtype
     if rounding == "nearest" or dtype != jnp.bfloat16:
       return step.astype(dtype)
     params = params.astype(jnp.float32)
-    target = write_fn(params + step.astype(jnp.float32), dtype, leaf, PARAMS)
-    return target.astype(jnp.float32) - params
+    bits = random_bits(_key(seed, count, leaf, PARAMS), jnp.shape(params))
+    # The target held in float32: its conversion to bfloat16 and back would
+    # be exact, and is left to apply_updates.
+    return _round_in_float32(params + step.astype(jnp.float32), bits) - params
 
   return update_fn
 
