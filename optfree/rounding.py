@@ -202,8 +202,8 @@ def round_to_float16(value: jax.Array, bits: jax.Array) -> jax.Array:
   binade :math:`[2^e, 2^{e+1})`, :math:`e \ge -14`, and :math:`2^{-24}` below
   :math:`2^{-14}` (its subnormals). So the float32 pattern :math:`b` of
   :math:`|v|` drops :math:`d = 13` bits where float16 is normal and
-  :math:`d = 13 - 14 - e` bits (up to 23) for :math:`|v|` in
-  :math:`[2^{-24}, 2^{-14})`; with :math:`u` the top :math:`d` of ``bits``,
+  :math:`d = -1 - e` bits (14 to 23) in its subnormal binades,
+  :math:`-24 \le e < -14`; with :math:`u` the top :math:`d` of ``bits``,
   the result has magnitude bits :math:`\lfloor (b + u) / 2^d \rfloor 2^d`,
   which is :math:`\lceil |v| \rceil` with probability exactly
   :math:`(|v| - \lfloor |v| \rfloor) / (\lceil |v| \rceil - \lfloor |v|
@@ -297,7 +297,9 @@ def _float16_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
   # (exact in float32; floored to an integer, which it is from |v| >= 2**-33
   # on). Up when bits >= 2**32 - T, i.e. ~bits < T: as above, the larger the
   # bits, the sooner a value rounds up.
-  threshold = (jax.lax.bitcast_convert_type(magnitude, jnp.float32)
+  # (Capped below 2**-24, so that no lane converts an out-of-range float.)
+  below_tiny = jnp.minimum(magnitude, jnp.uint32(_FLOAT16_TINY - 1))
+  threshold = (jax.lax.bitcast_convert_type(below_tiny, jnp.float32)
                * jnp.float32(2.0**56)).astype(jnp.uint32)
   tiny = jnp.where(~bits < threshold, jnp.uint32(_FLOAT16_TINY),
                    jnp.uint32(0)) | (pattern & jnp.uint32(0x80000000))
