@@ -57,16 +57,16 @@ def _neighbours(value, dtype):
   return float(toward), float(away)
 
 
+# 2**23 draws per value: jitted, the rounding is one loop.
+_ROUND_JITTED = {dtype: jax.jit(round_fn) for dtype, round_fn in ROUND.items()}
+
+
 def _round_all_ways(value, dtype):
   """``value`` rounded with each draw of ``_all_draws``, as float64."""
   bits = _all_draws(dtype)
   rounded = _ROUND_JITTED[dtype](jnp.full(bits.shape, value, jnp.float32), bits)
   assert rounded.dtype == dtype
   return np.asarray(rounded, np.float64)
-
-
-# 2**23 draws per value: jitted, the rounding is one loop.
-_ROUND_JITTED = {dtype: jax.jit(round_fn) for dtype, round_fn in ROUND.items()}
 
 
 # ------------------------------------------------------------------ primitive
