@@ -117,8 +117,9 @@ def scale_by_adabound(
     eps: added to :math:`\sqrt{\hat v_t}`, non-negative.
     amsbound: use the running maximum of the second moment (AMSBound).
     mu_dtype: dtype of the first moment; ``None`` keeps the params' dtype.
-    rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 writes of the
-      moments are rounded stochastically (unbiased), and the step comes out
+    rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 and float16
+      writes of the moments are rounded stochastically (unbiased), and the
+      step comes out
       in float32 (at least) for the params' write to round; see
       :func:`optfree.stochastic_rounding`.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
@@ -321,9 +322,10 @@ def adabound(
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay, as in ``optax.adamw``.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of the params and the moments are rounded
+      bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; updates of bfloat16 params then come out in float32, on which
+      them; updates of bfloat16 and float16 params then come out in float32,
+      on which
       ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
@@ -416,9 +418,10 @@ def amsbound(
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of the params and the moments are rounded
+      bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; updates of bfloat16 params then come out in float32, on which
+      them; updates of bfloat16 and float16 params then come out in float32,
+      on which
       ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
@@ -489,9 +492,10 @@ def adaboundw(
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of the params and the moments are rounded
+      bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; updates of bfloat16 params then come out in float32, on which
+      them; updates of bfloat16 and float16 params then come out in float32,
+      on which
       ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.

@@ -45,8 +45,9 @@ def scale_by_lion(
     mu_dtype: dtype of the momentum (e.g. ``jnp.bfloat16`` to halve its
       memory); ``None`` keeps the params' dtype. Either way the momentum keeps
       this dtype across updates.
-    rounding: ``"nearest"`` or ``"stochastic"``: a bfloat16 momentum is
-      rounded stochastically (unbiased), see :func:`optfree.stochastic_rounding`.
+    rounding: ``"nearest"`` or ``"stochastic"``: a bfloat16 or float16
+      momentum is rounded stochastically (unbiased), see
+      :func:`optfree.stochastic_rounding`.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -158,10 +159,11 @@ def lion(
     mask: a pytree of bools (or a callable returning one) choosing the leaves
       that get weight decay, as in ``optax.adamw``.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of the params and the momentum are rounded
+      bfloat16 and float16 writes of the params and the momentum are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; the weight decay and learning rate are then applied in float32,
-      and updates of bfloat16 params come out in float32, on which
+      and updates of bfloat16 and float16 params come out in float32, on
+      which
       ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.

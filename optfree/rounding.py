@@ -11,10 +11,18 @@ its lower neighbour otherwise, so that every write is unbiased,
 
   \mathbb{E}[\operatorname{sr}(v)] = v,
 
-and small updates accumulate in expectation (Gupta et al., 2015). For
-bfloat16, whose bit pattern is the upper half of the float32 one, this is
-exact integer arithmetic: add 16 uniformly random bits to the magnitude's bit
-pattern and truncate the lower 16 bits.
+and small updates accumulate in expectation (Gupta et al., 2015). The rounding
+is exact integer arithmetic on the float32 bit pattern: add as many uniformly
+random bits as the narrow format drops, and clear those bits. For bfloat16,
+whose bit pattern is the upper half of the float32 one, that is 16 bits
+everywhere (:func:`round_to_bfloat16`). float16 keeps 10 of float32's 23
+fraction bits but has a narrower exponent: it drops 13 bits where it is
+normal, up to 23 among its subnormals (a fixed step of :math:`2^{-24}` below
+:math:`2^{-14}`), and below :math:`2^{-24}` it rounds to 0 or
+:math:`2^{-24}` by comparing 32 random bits with the value
+(:func:`round_to_float16`). Either way the probability is exact, as a function
+of the random bits, except float16's for values below :math:`2^{-33}` (bias
+toward zero under :math:`2^{-56}`).
 
 The random bits need no key from the user: they are a counter-based hash of
 (``seed``, the step count kept in the optimizer state, the leaf's index in the
@@ -24,10 +32,10 @@ that never stopped, and every replica of a replicated param (``pmap``, sharded
 ``jit``) draws the same bits: the element index is the global one, never a
 device's.
 
-Only bfloat16 writes are rounded stochastically. float32 and float64 leaves
-are written as with nearest rounding; float16 (whose exponent is narrower than
-float32's, so that truncation is not a rounding) is rejected with a
-``ValueError`` when the optimizer is initialised.
+Only bfloat16 and float16 writes are rounded stochastically. float32 and
+float64 leaves are written as with nearest rounding; other floats narrower
+than float32 (the float8 formats) are rejected with a ``ValueError`` when the
+optimizer is initialised.
 
 Every optfree optimizer takes ``rounding="stochastic"`` and ``seed``;
 :func:`stochastic_rounding` gives the same to any optax optimizer.
@@ -71,7 +79,11 @@ def check_rounding(rounding: Any, seed: Any) -> None:
 
 
 def check_dtypes(name: str, rounding: str, *trees_or_dtypes: Any) -> None:
-  """Raises ValueError if stochastic rounding would write a float16 leaf.
+  """Raises ValueError if stochastic rounding would write a float it cannot.
+
+  bfloat16 and float16 writes are rounded stochastically, float32 and wider
+  ones as with nearest rounding; any other float narrower than float32 (the
+  float8 formats) would be rounded to nearest silently, so it is refused.
 
   Args:
     name: the optimizer's name, used in the message.
@@ -87,12 +99,14 @@ def check_dtypes(name: str, rounding: str, *trees_or_dtypes: Any) -> None:
       dtypes = [jnp.dtype(item)]
     else:
       dtypes = [jnp.asarray(leaf).dtype for leaf in jax.tree.leaves(item)]
-    if any(dtype == jnp.float16 for dtype in dtypes):
-      raise ValueError(
-          f"{name}: rounding='stochastic' supports bfloat16 (and leaves "
-          "float32/float64 as they are), not float16; use bfloat16, or "
-          "rounding='nearest' for float16."
-      )
+    for dtype in dtypes:
+      if (jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4
+          and dtype not in _IN_FLOAT32):
+        raise ValueError(
+            f"{name}: rounding='stochastic' rounds bfloat16 and float16 "
+            f"writes (and leaves float32/float64 as they are), not {dtype}; "
+            "use bfloat16 or float16, or rounding='nearest'."
+        )
 
 
 def _fmix32(x: jax.Array) -> jax.Array:
@@ -178,10 +192,56 @@ def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
     >>> print(rounding.round_to_bfloat16(value, bits).astype(float).tolist())
     [1.0, 1.0, 1.0, 1.0078125]
   """
-  return _round_in_float32(value, bits).astype(jnp.bfloat16)
+  return _bfloat16_in_float32(value, bits).astype(jnp.bfloat16)
 
 
-def _round_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
+def round_to_float16(value: jax.Array, bits: jax.Array) -> jax.Array:
+  r"""Rounds float32 ``value`` to float16 stochastically, given random bits.
+
+  float16's last place is :math:`2^{e - 10}` for :math:`|v|` in a normal
+  binade :math:`[2^e, 2^{e+1})`, :math:`e \ge -14`, and :math:`2^{-24}` below
+  :math:`2^{-14}` (its subnormals). So the float32 pattern :math:`b` of
+  :math:`|v|` drops :math:`d = 13` bits where float16 is normal and
+  :math:`d = -1 - e` bits (14 to 23) in its subnormal binades,
+  :math:`-24 \le e < -14`; with :math:`u` the top :math:`d` of ``bits``,
+  the result has magnitude bits :math:`\lfloor (b + u) / 2^d \rfloor 2^d`,
+  which is :math:`\lceil |v| \rceil` with probability exactly
+  :math:`(|v| - \lfloor |v| \rfloor) / (\lceil |v| \rceil - \lfloor |v|
+  \rfloor)`, as :func:`round_to_bfloat16` (:math:`d = 16`). Below
+  :math:`2^{-24}` the neighbours are 0 and :math:`2^{-24}`: the result is
+  :math:`2^{-24}` when the 32 ``bits`` reach :math:`2^{32} - \lfloor |v|
+  2^{56} \rfloor`, with probability :math:`|v| / 2^{-24}` exactly for
+  :math:`|v| \ge 2^{-33}` (a multiple of :math:`2^{-56}`) and less by under
+  :math:`2^{-32}` below: a bias toward zero smaller than :math:`2^{-56}`.
+
+  float16 values are returned unchanged by every draw; the sign is kept (so
+  is the sign of zero); NaN and infinities pass through; a finite value
+  rounds to infinity only where nearest rounding does (from 65520 on): below
+  that it rounds to 65504, the largest finite float16, at most.
+
+  Args:
+    value: a float32 array (wider or narrower floats are converted first).
+    bits: uint32 random bits of ``value``'s shape.
+
+  Returns:
+    A float16 array of ``value``'s shape.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from optfree import rounding
+    >>> value = jnp.full(4, 1 + 2.0**-12)  # a quarter ulp above 1.0
+    >>> bits = jnp.array([0, 2**30, 3 * 2**30 - 1, 3 * 2**30], jnp.uint32)
+    >>> print(rounding.round_to_float16(value, bits).astype(float).tolist())
+    [1.0, 1.0, 1.0, 1.0009765625]
+    >>> value = jnp.full(4, 2.0**-26)  # a quarter of the smallest float16
+    >>> rounded = rounding.round_to_float16(value, bits).astype(float)
+    >>> print((rounded * 2**24).tolist())  # in units of 2**-24
+    [0.0, 0.0, 0.0, 1.0]
+  """
+  return _float16_in_float32(value, bits).astype(jnp.float16)
+
+
+def _bfloat16_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
   """:func:`round_to_bfloat16`'s value, held in a float32 (exactly).
 
   Above the largest finite bfloat16, and for Inf and NaN, it is ``value``
@@ -204,6 +264,61 @@ def _round_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
   return jnp.where(magnitude > jnp.uint32(0x7F7F0000), value, rounded)
 
 
+# float16's landmarks as float32 bit patterns and biased float32 exponents.
+_FLOAT16_MAX = 0x477FE000  # 65504, the largest finite float16
+_FLOAT16_MIN_NORMAL_EXPONENT = 113  # 2**-14
+_FLOAT16_TINY = 0x33800000  # 2**-24, the smallest float16 subnormal
+_FLOAT16_TINY_EXPONENT = _FLOAT16_TINY >> 23  # 103
+
+
+def _float16_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
+  """:func:`round_to_float16`'s value, held in a float32 (exactly).
+
+  Above the largest finite float16, and for Inf and NaN, it is ``value``
+  itself, which a conversion to float16 then rounds to nearest.
+  """
+  value = jnp.asarray(value, jnp.float32)
+  pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
+  magnitude = pattern & jnp.uint32(0x7FFFFFFF)
+  exponent = magnitude >> 23
+  # float16's last place is 2**(e - 10) for a normal exponent e >= -14 and
+  # 2**-24 below: the float32 pattern drops 13 bits from 2**-14 up, one more
+  # per binade below, 23 (the whole fraction) in [2**-24, 2**-23).
+  dropped = jnp.uint32(_FLOAT16_MIN_NORMAL_EXPONENT + 13) - jnp.clip(
+      exponent, jnp.uint32(_FLOAT16_TINY_EXPONENT),
+      jnp.uint32(_FLOAT16_MIN_NORMAL_EXPONENT))
+  # As for bfloat16: the top ``dropped`` random bits added to the magnitude
+  # carry into the kept bits with probability (dropped fraction) / 2**dropped;
+  # a carry out of the fraction is the next binade, exactly as wanted.
+  rounded = (pattern + (bits >> (jnp.uint32(32) - dropped))) & (
+      jnp.uint32(0xFFFFFFFF) << dropped)
+  # Below 2**-24 (and for float32 subnormals and zero) the neighbours are 0
+  # and 2**-24: up with probability |v| / 2**-24 = T / 2**32, T = |v| 2**56
+  # (exact in float32; floored to an integer, which it is from |v| >= 2**-33
+  # on). Up when bits >= 2**32 - T, i.e. ~bits < T: as above, the larger the
+  # bits, the sooner a value rounds up.
+  # (Capped below 2**-24, so that no lane converts an out-of-range float.)
+  below_tiny = jnp.minimum(magnitude, jnp.uint32(_FLOAT16_TINY - 1))
+  threshold = (jax.lax.bitcast_convert_type(below_tiny, jnp.float32)
+               * jnp.float32(2.0**56)).astype(jnp.uint32)
+  tiny = jnp.where(~bits < threshold, jnp.uint32(_FLOAT16_TINY),
+                   jnp.uint32(0)) | (pattern & jnp.uint32(0x80000000))
+  rounded = jnp.where(exponent < jnp.uint32(_FLOAT16_TINY_EXPONENT), tiny,
+                      rounded)
+  # Above 65504, where rounding up would give Inf, and for Inf and NaN:
+  # nearest rounding, which gives 65504 below 65520, Inf from there on, and
+  # NaN for NaN.
+  return jnp.where(magnitude > jnp.uint32(_FLOAT16_MAX), value,
+                   jax.lax.bitcast_convert_type(rounded, jnp.float32))
+
+
+# The dtypes rounded stochastically, and their rounding held in a float32.
+_IN_FLOAT32 = {
+    jnp.dtype(jnp.bfloat16): _bfloat16_in_float32,
+    jnp.dtype(jnp.float16): _float16_in_float32,
+}
+
+
 def write(
     rounding: str,
     seed: int,
@@ -218,16 +333,17 @@ def write(
 
   Returns:
     ``write(value, dtype, leaf, stream)``: ``value.astype(dtype)``, rounded
-    stochastically when ``rounding="stochastic"`` and ``dtype`` is bfloat16,
-    with bits drawn for leaf number ``leaf`` of the tree and buffer
+    stochastically when ``rounding="stochastic"`` and ``dtype`` is bfloat16
+    or float16, with bits drawn for leaf number ``leaf`` of the tree and buffer
     ``stream`` (one of ``PARAMS, Z, NU, MU``).
   """
 
   def write_fn(value, dtype, leaf, stream):
-    if rounding == "nearest" or jnp.dtype(dtype) != jnp.bfloat16:
+    in_float32 = _IN_FLOAT32.get(jnp.dtype(dtype))
+    if rounding == "nearest" or in_float32 is None:
       return value.astype(dtype)
     bits = random_bits(_key(seed, count, leaf, stream), jnp.shape(value))
-    return round_to_bfloat16(value, bits)
+    return in_float32(value, bits).astype(dtype)
 
   return write_fn
 
@@ -240,16 +356,20 @@ def params_update(
   r"""The function an optimizer turns its float32 step into an update with.
 
   With nearest rounding, the step :math:`s` is returned in the params' dtype,
-  as before. With stochastic rounding and a bfloat16 param :math:`y`, the new
-  param :math:`t = \operatorname{sr}(y + s)` is rounded here and the update is
-  :math:`t - y` in float32, so that ``optax.apply_updates`` (which adds in
-  float32 and rounds to the params' dtype) lands on :math:`t` bit for bit:
-  :math:`t - y` of two bfloat16 values is exact in float32 whenever their
-  exponents differ by less than 16 (a change smaller than a factor 2^15), and
-  so is then the sum. A bfloat16 update could not: :math:`t - y` needs more
-  than 8 bits whenever a param crosses zero or halves. Beyond the largest
-  finite bfloat16 (and for Inf and NaN) the update is :math:`(y + s) - y`,
-  which ``apply_updates`` rounds to nearest (Inf from half an ulp past it).
+  as before. With stochastic rounding and a bfloat16 or float16 param
+  :math:`y`, the new param :math:`t = \operatorname{sr}(y + s)` is rounded
+  here and the update is :math:`t - y` in float32, so that
+  ``optax.apply_updates`` (which adds in float32 and rounds to the params'
+  dtype) lands on :math:`t` bit for bit: :math:`t - y` is exact in float32
+  whenever the exponents of :math:`t` and :math:`y` differ by less than 16
+  for bfloat16 (8 significant bits; a change smaller than a factor
+  :math:`2^{15}`) or less than 14 for float16 (11 significant bits, a
+  subnormal counting as exponent -14; a change smaller than a factor
+  :math:`2^{13}`), and so is then the sum. An update in the params' dtype
+  could not: :math:`t - y` needs more bits than the dtype has whenever a
+  param crosses zero or halves. Beyond the largest finite value of the dtype
+  (and for Inf and NaN) the update is :math:`(y + s) - y`, which
+  ``apply_updates`` rounds to nearest (Inf from half an ulp past it).
 
   Args:
     rounding: ``"nearest"`` or ``"stochastic"``.
@@ -261,13 +381,14 @@ def params_update(
   """
   def update_fn(step, params, leaf):
     dtype = jnp.asarray(params).dtype
-    if rounding == "nearest" or dtype != jnp.bfloat16:
+    in_float32 = _IN_FLOAT32.get(dtype)
+    if rounding == "nearest" or in_float32 is None:
       return step.astype(dtype)
     params = params.astype(jnp.float32)
     bits = random_bits(_key(seed, count, leaf, PARAMS), jnp.shape(params))
-    # The target held in float32: its conversion to bfloat16 and back would
-    # be exact, and is left to apply_updates.
-    return _round_in_float32(params + step.astype(jnp.float32), bits) - params
+    # The target held in float32: its conversion to the params' dtype and
+    # back would be exact, and is left to apply_updates.
+    return in_float32(params + step.astype(jnp.float32), bits) - params
 
   return update_fn
 
@@ -279,7 +400,8 @@ class StochasticRoundingState(NamedTuple):
     count: number of updates applied (int32, saturating), which the random
       bits are drawn from.
     inner_state: the wrapped optimizer's state (float32 where it was
-      initialised from bfloat16 params, unless it has its own dtype option).
+      initialised from bfloat16 or float16 params, unless it has its own
+      dtype option).
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
@@ -289,7 +411,7 @@ class StochasticRoundingState(NamedTuple):
 def _widen(tree: Any) -> Any:
   return jax.tree.map(
       lambda x: x.astype(jnp.float32)
-      if jnp.asarray(x).dtype == jnp.bfloat16 else x, tree)
+      if jnp.asarray(x).dtype in _IN_FLOAT32 else x, tree)
 
 
 def stochastic_rounding(
@@ -297,11 +419,11 @@ def stochastic_rounding(
     *,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Runs an optax optimizer in float32; rounds bfloat16 params stochastically.
+  r"""Runs an optax optimizer in float32; rounds bf16/f16 params stochastically.
 
-  The inner optimizer sees float32 copies of bfloat16 params and gradients
-  (float32 and float64 leaves pass unchanged) and returns a float32 step
-  :math:`s`; the new param is its stochastic rounding,
+  The inner optimizer sees float32 copies of bfloat16 and float16 params and
+  gradients (float32 and float64 leaves pass unchanged) and returns a float32
+  step :math:`s`; the new param is its stochastic rounding,
 
   .. math::
 
@@ -313,10 +435,10 @@ def stochastic_rounding(
   come from ``seed`` and the wrapper's own step count.
 
   The inner state is initialised from float32 params, so its buffers are
-  float32 (twice the bytes of bfloat16) unless the inner optimizer has its own
-  dtype option (``optax.adam(..., mu_dtype=jnp.bfloat16)``); optfree's own
-  optimizers take ``rounding="stochastic"`` instead and keep every buffer in
-  bfloat16, rounded stochastically too.
+  float32 (twice the bytes of bfloat16 or float16) unless the inner optimizer
+  has its own dtype option (``optax.adam(..., mu_dtype=jnp.bfloat16)``);
+  optfree's own optimizers take ``rounding="stochastic"`` instead and keep
+  every buffer in the params' dtype, rounded stochastically too.
 
   Args:
     inner: any optax transformation whose output is the params' update.

@@ -491,8 +491,9 @@ def schedule_free_sgd(
       returning one, selecting the leaves that get weight decay.
     state_dtype: dtype of :math:`z`; ``None`` keeps each param's dtype.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of :math:`y` and :math:`z` are rounded stochastically
-      (unbiased), so that steps below half an ulp still move them; see
+      bfloat16 and float16 writes of :math:`y` and :math:`z` are rounded
+      stochastically (unbiased), so that steps below half an ulp still move
+      them; see
       :func:`optfree.stochastic_rounding` and the low-precision guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
@@ -583,9 +584,10 @@ def schedule_free_adamw(
     state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
       param's dtype.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of :math:`y`, :math:`z` and :math:`\nu` are rounded
-      stochastically (unbiased), so that steps below half an ulp still move
-      them; see :func:`optfree.stochastic_rounding` and the low-precision guide.
+      bfloat16 and float16 writes of :math:`y`, :math:`z` and :math:`\nu`
+      are rounded stochastically (unbiased), so that steps below half an ulp
+      still move them; see :func:`optfree.stochastic_rounding` and the
+      low-precision guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
 
@@ -679,9 +681,10 @@ def schedule_free_radam(
     state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
       param's dtype.
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
-      bfloat16 writes of :math:`y`, :math:`z` and :math:`\nu` are rounded
-      stochastically (unbiased), so that steps below half an ulp still move
-      them; see :func:`optfree.stochastic_rounding` and the low-precision guide.
+      bfloat16 and float16 writes of :math:`y`, :math:`z` and :math:`\nu`
+      are rounded stochastically (unbiased), so that steps below half an ulp
+      still move them; see :func:`optfree.stochastic_rounding` and the
+      low-precision guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
 
@@ -769,12 +772,12 @@ def schedule_free(
       :math:`z`.
     state_dtype: dtype of :math:`z` (the base sees and initialises from it);
       ``None`` keeps each param's dtype.
-    rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 writes of
-      :math:`y` and :math:`z` are rounded stochastically (computed in
-      float32 first). The base optimizer's own state is written as the base
-      writes it (e.g. ``optax.adam``'s moments to the nearest value in their
-      dtype; its ``mu_dtype`` or a float32 ``state_dtype`` avoid bfloat16
-      there).
+    rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 and float16
+      writes of :math:`y` and :math:`z` are rounded stochastically (computed
+      in float32 first). The base optimizer's own state is written as the
+      base writes it (e.g. ``optax.adam``'s moments to the nearest value in
+      their dtype; its ``mu_dtype`` or a float32 ``state_dtype`` avoid
+      bfloat16 or float16 there).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 

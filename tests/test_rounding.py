@@ -1,11 +1,13 @@
 """Stochastic rounding: the primitive, its bits, and every optimizer using it.
 
-The rounding of one value is checked exactly by enumerating all 2**16 values
-of the 16 random bits it uses, and statistically with the bits the optimizers
-draw. The optimizers are checked for what stochastic rounding promises them:
-the update lands exactly on the rounded params, the run is deterministic and
-resumes bit for bit from a checkpoint, replicas round alike, nothing retraces,
-and a bfloat16 Schedule-Free run that stalls with nearest rounding converges.
+The rounding of one value to bfloat16 or float16 is checked exactly by
+enumerating every draw of the random bits it uses (the top 16 for bfloat16,
+the top 23 for float16), statistically with the bits the optimizers draw, and
+for float16 against an independent float64 reference over many values. The
+optimizers are checked for what stochastic rounding promises them: the update
+lands exactly on the rounded params, the run is deterministic and resumes bit
+for bit from a checkpoint, replicas round alike, nothing retraces, and a
+bfloat16 Schedule-Free run that stalls with nearest rounding converges.
 """
 
 import functools
@@ -27,89 +29,149 @@ from tests import distributed_problem as problem
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
 
 BF16 = jnp.bfloat16
-ALL_BITS = jnp.arange(2**16, dtype=jnp.uint32) << 16  # every 16-bit draw
+F16 = jnp.float16
+LOW = [BF16, F16]
+ROUND = {BF16: rounding.round_to_bfloat16, F16: rounding.round_to_float16}
+# Enough draws to tell every outcome apart: bfloat16 drops 16 bits, float16 up
+# to 23 (its subnormals); below 2**-24 float16 compares all 32 bits, so the
+# float16 values below that tested over these draws are multiples of 2**-47.
+DRAW_BITS = {BF16: 16, F16: 23}
 
 
-def _neighbours(value):
-  """The bfloat16 values just below and just above float32 ``value``."""
+def _all_draws(dtype):
+  bits = DRAW_BITS[dtype]
+  return jnp.arange(2**bits, dtype=jnp.uint32) << (32 - bits)
+
+
+def _neighbours(value, dtype):
+  """The ``dtype`` values around float32 ``value``: toward and away from 0."""
   value = np.float32(value)
-  down = np.asarray(value).view(np.uint32) & np.uint32(0xFFFF0000)
-  down = down.view(np.float32)
-  if down == value:
-    return value, value
-  up = np.nextafter(down.astype(ml_dtypes.bfloat16),
-                    np.copysign(np.inf, value).astype(ml_dtypes.bfloat16))
-  return float(down), float(up)
+  dtype = np.dtype(dtype)
+  nearest = value.astype(dtype)
+  if nearest.astype(np.float64) == np.float64(value):
+    return float(value), float(value)
+  toward = nearest
+  if abs(np.float64(nearest)) > abs(np.float64(value)):
+    toward = np.nextafter(nearest, dtype.type(0))
+  away = np.nextafter(toward, np.copysign(np.inf, value).astype(dtype))
+  return float(toward), float(away)
 
 
-def _round_all_ways(value):
-  """``value`` rounded with each of the 2**16 possible draws, as float64."""
-  values = jnp.full(ALL_BITS.shape, value, jnp.float32)
-  return np.asarray(rounding.round_to_bfloat16(values, ALL_BITS), np.float64)
+# 2**23 draws per value: jitted, the rounding is one loop.
+_ROUND_JITTED = {dtype: jax.jit(round_fn) for dtype, round_fn in ROUND.items()}
+
+
+def _round_all_ways(value, dtype):
+  """``value`` rounded with each draw of ``_all_draws``, as float64."""
+  bits = _all_draws(dtype)
+  rounded = _ROUND_JITTED[dtype](jnp.full(bits.shape, value, jnp.float32), bits)
+  assert rounded.dtype == dtype
+  return np.asarray(rounded, np.float64)
 
 
 # ------------------------------------------------------------------ primitive
 
+UNBIASED = [
+    (BF16, 1 + 2.0**-9),  # a quarter ulp above 1
+    (BF16, -(1 + 3 * 2.0**-9)),  # negative, three quarters
+    (BF16, 3.14159265),
+    (BF16, -1e-3),
+    (BF16, 1e-40),  # a float32 subnormal (bfloat16 has the same exponents)
+    (BF16, np.nextafter(np.float32(2.0), np.float32(0))),  # below a binade
+    (BF16, 3.0e38),  # just below the largest bfloat16 (3.39e38)
+    (F16, 1 + 2.0**-12),  # a quarter ulp above 1
+    (F16, -(1 + 3 * 2.0**-12)),
+    (F16, 3.14159265),
+    (F16, -1e-3),
+    (F16, np.nextafter(np.float32(2.0), np.float32(0))),
+    (F16, 6.1e-5),  # the top of float16's subnormals (2**-14 = 6.104e-5)
+    (F16, -3.0e-6),  # a subnormal: 18 bits dropped
+    (F16, 1.7 * 2.0**-24),  # the lowest subnormal binade: 23 bits dropped
+    (F16, 2.0**-24 - 2.0**-47),  # just below the smallest float16
+    (F16, -5 * 2.0**-30),  # below it: rounds to 0 or -2**-24
+    (F16, 65500.0),  # just below the largest float16 (65504)
+]
 
-@pytest.mark.parametrize("value", [
-    1 + 2.0**-9,  # a quarter ulp above 1
-    -(1 + 3 * 2.0**-9),  # negative, three quarters
-    3.14159265,
-    -1e-3,
-    1e-40,  # a float32 subnormal (bfloat16 has the same exponent range)
-    np.nextafter(np.float32(2.0), np.float32(0)),  # just below a binade
-    3.0e38,  # just below the largest bfloat16 (3.39e38)
-])
-def test_rounding_is_exactly_unbiased_over_all_draws(value):
-  rounded = _round_all_ways(value)
-  down, up = _neighbours(value)
-  assert set(np.unique(rounded)) <= {down, up}
+
+@pytest.mark.parametrize(
+    "dtype, value", UNBIASED,
+    ids=[f"{np.dtype(dtype).name}-{value:.4g}" for dtype, value in UNBIASED])
+def test_rounding_is_exactly_unbiased_over_all_draws(dtype, value):
+  rounded = _round_all_ways(value, dtype)
+  toward, away = _neighbours(value, dtype)
+  assert toward != away
+  assert set(np.unique(rounded)) == {toward, away}
   # The mean over every possible draw is the value itself: exactly, because
-  # 16 bits resolve the 16 bits that rounding drops.
+  # the draws resolve every bit that rounding drops.
   assert np.mean(rounded) == float(np.float32(value))
 
 
-@pytest.mark.parametrize("value", [1 + 2.0**-12, -7.3e-5, 123.456])
-def test_hashed_bits_round_without_bias_within_binomial_error(value):
+HASHED = [(BF16, 1 + 2.0**-12), (BF16, -7.3e-5), (BF16, 123.456),
+          (F16, 1 + 2.0**-14), (F16, -7.3e-5), (F16, 123.456),
+          (F16, 3.0e-7),  # subnormal
+          (F16, -1.0e-8)]  # below the smallest float16 (6e-8)
+
+
+@pytest.mark.parametrize("dtype, value", HASHED)
+def test_hashed_bits_round_without_bias_within_binomial_error(dtype, value):
   draws = 20_000
   bits = rounding.random_bits(jnp.uint32(12345), (draws,))
   values = jnp.full((draws,), value, jnp.float32)
-  rounded = np.asarray(rounding.round_to_bfloat16(values, bits), np.float64)
-  down, up = _neighbours(value)
-  fraction = (np.float32(value) - down) / (up - down)
+  rounded = np.asarray(ROUND[dtype](values, bits), np.float64)
+  toward, away = _neighbours(value, dtype)
+  fraction = (np.float32(value) - toward) / (away - toward)
   # Binomial standard error of the mean; 5 of them is a 1 in 1.7M fluke.
-  error = abs(up - down) * np.sqrt(fraction * (1 - fraction) / draws)
+  error = abs(away - toward) * np.sqrt(fraction * (1 - fraction) / draws)
   assert abs(rounded.mean() - float(np.float32(value))) < 5 * error
   assert 0 < fraction < 1 and error > 0
 
 
-def test_the_bits_of_one_element_over_steps_are_unbiased_too():
+@pytest.mark.parametrize("dtype, ulp", [(BF16, 2.0**-7), (F16, 2.0**-10)])
+def test_the_bits_of_one_element_over_steps_are_unbiased_too(dtype, ulp):
   # What a training run sees: one element, rounded once per step.
-  value, steps = 1 + 2.0**-9, 20_000
+  value, steps = 1 + ulp / 4, 20_000
   key = jax.vmap(lambda step: rounding._key(7, step, 2, rounding.Z))(
       jnp.arange(steps))
   bits = jax.vmap(lambda k: rounding.random_bits(k, (3,))[1])(key)
-  rounded = np.asarray(rounding.round_to_bfloat16(
+  rounded = np.asarray(ROUND[dtype](
       jnp.full((steps,), value, jnp.float32), bits), np.float64)
-  error = 2.0**-7 * np.sqrt(0.25 * 0.75 / steps)
+  error = ulp * np.sqrt(0.25 * 0.75 / steps)
   assert abs(rounded.mean() - value) < 5 * error
 
 
-def test_bfloat16_values_are_unchanged_by_every_draw():
+REPRESENTABLE = {
+    BF16: ([-30, 30], [0.0, 1.0, -2.0, 3.3895314e38, -3.3895314e38, 9.2e-41]),
+    F16: ([-8, 4], [0.0, 1.0, -2.0, 65504.0, -65504.0, 2.0**-24, -2.0**-24,
+                    2.0**-14, 2.0**-14 - 2.0**-24, -(2.0**-15 + 2.0**-24)]),
+}
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_representable_values_are_unchanged_by_every_draw(dtype):
   rng = np.random.default_rng(0)
+  powers, special = REPRESENTABLE[dtype]
   values = np.concatenate([
-      rng.normal(size=64) * 10.0 ** rng.integers(-30, 30, 64),
-      [0.0, 1.0, -2.0, 3.3895314e38, -3.3895314e38, 9.2e-41]])
-  values = values.astype(ml_dtypes.bfloat16).astype(np.float32)
-  for value in values:
-    assert np.all(_round_all_ways(value) == float(value)), value
+      rng.normal(size=64) * 10.0 ** rng.integers(*powers, 64), special])
+  values = values.astype(dtype).astype(np.float32)
+  assert np.isfinite(values).all()
+  # Every value of the top 16 bits, with the lower 16 all zeros and all ones:
+  # the bits a rounding drops are zero here, so the largest draw for each
+  # top is the one that could carry.
+  top = np.arange(2**16, dtype=np.uint32) << 16
+  bits = np.concatenate([top, top | np.uint32(0xFFFF)])
+  rounded = ROUND[dtype](jnp.asarray(np.repeat(values, bits.size)),
+                         jnp.asarray(np.tile(bits, values.size)))
+  rounded = np.asarray(rounded, np.float32).reshape(values.size, bits.size)
+  for value, row in zip(values, rounded):
+    assert np.all(row == value), value
 
 
-def test_nan_and_infinities_pass_and_zero_keeps_its_sign():
+@pytest.mark.parametrize("dtype", LOW)
+def test_nan_and_infinities_pass_and_zero_keeps_its_sign(dtype):
   special = jnp.array([jnp.nan, jnp.inf, -jnp.inf, 0.0, -0.0], jnp.float32)
-  for bits in (ALL_BITS[:1], ALL_BITS[-1:]):
-    rounded = rounding.round_to_bfloat16(special, jnp.broadcast_to(bits, (5,)))
-    assert rounded.dtype == BF16
+  for bits in (0, 2**31, 2**32 - 1):
+    rounded = ROUND[dtype](special, jnp.full((5,), bits, jnp.uint32))
+    assert rounded.dtype == dtype
     rounded = np.asarray(rounded, np.float32)
     assert np.isnan(rounded[0])
     assert rounded[1] == np.inf and rounded[2] == -np.inf
@@ -117,25 +179,108 @@ def test_nan_and_infinities_pass_and_zero_keeps_its_sign():
     assert np.all(rounded[3:] == 0)
 
 
-def test_a_payload_nan_stays_nan():
+@pytest.mark.parametrize("dtype", LOW)
+def test_a_payload_nan_stays_nan(dtype):
   # Truncating 0x7F800001 would give Inf: NaNs are not rounded at all.
   nan = jnp.asarray(np.uint32(0x7F800001).view(np.float32))
-  assert np.isnan(np.float32(_round_all_ways(nan)).astype(np.float32)).all()
+  assert np.isnan(_round_all_ways(nan, dtype)).all()
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_no_finite_value_rounds_to_infinity_unless_nearest_does(sign):
-  largest = float(jnp.finfo(BF16).max)
-  below_tie = np.asarray(0x7F7F7FFF, np.uint32).view(np.float32) * sign
+@pytest.mark.parametrize("dtype", LOW)
+def test_no_finite_value_rounds_to_infinity_unless_nearest_does(dtype, sign):
+  largest = np.float64(ml_dtypes.finfo(dtype).max)
+  below_largest = np.float64(np.nextafter(np.asarray(largest, dtype),
+                                          np.asarray(0, dtype)))
+  # Halfway to the next power of two past the largest: where nearest
+  # rounding (ties to even) starts to give Inf. A float32 for both dtypes.
+  tie = np.float32(sign * (largest + (largest - below_largest) / 2))
+  assert np.float64(tie) == sign * (largest + (largest - below_largest) / 2)
+  below_tie = np.nextafter(tie, np.float32(0))
   for value in (np.float32(largest * sign), below_tie,
-                np.nextafter(np.float32(largest * sign), np.float32(0))):
-    rounded = _round_all_ways(value)
+                np.nextafter(np.float32(largest * sign), np.float32(0)),
+                np.float32(sign * (largest + below_largest) / 2)):
+    rounded = _round_all_ways(value, dtype)
     assert np.isfinite(rounded).all(), value
-    assert float(jnp.asarray(value).astype(BF16)) == largest * sign
+    assert abs(float(jnp.asarray(value).astype(dtype))) <= largest
+  assert float(jnp.asarray(below_tie).astype(dtype)) == largest * sign
   # From the tie on, nearest rounding overflows, and so does this.
-  tie = np.asarray(0x7F7F8000, np.uint32).view(np.float32) * sign
-  assert np.isinf(float(jnp.asarray(tie).astype(BF16)))
-  assert np.all(_round_all_ways(tie) == np.inf * sign)
+  assert np.isinf(float(jnp.asarray(tie).astype(dtype)))
+  assert np.all(_round_all_ways(tie, dtype) == np.inf * sign)
+
+
+def _float16_reference(values, bits):
+  """Stochastic rounding to float16 computed independently, in float64.
+
+  With the float16 neighbours lo <= |v| < hi (from numpy's float16 and
+  nextafter) and p = (|v| - lo) / (hi - lo), a draw of 32 bits b rounds up
+  when b / 2**32 >= 1 - p: large draws round up, as the pattern arithmetic
+  does. p is floored to a multiple of 2**-32 first: a no-op (p is a
+  multiple of 2**-23) except below 2**-33, where it is the documented bias.
+  Above the largest float16, nearest rounding.
+  """
+  values = np.asarray(values, np.float32).astype(np.float64)
+  magnitude = np.abs(values)
+  with np.errstate(over="ignore"):
+    nearest = magnitude.astype(np.float16)
+    lo = np.where(nearest.astype(np.float64) > magnitude,
+                  np.nextafter(nearest, np.float16(0)), nearest)
+    hi = np.nextafter(lo, np.float16(np.inf)).astype(np.float64)
+  lo = lo.astype(np.float64)
+  with np.errstate(invalid="ignore"):  # Inf - Inf, NaN: not used
+    probability = np.where(lo == magnitude, 0.0,
+                           (magnitude - lo) / np.where(hi > lo, hi - lo, 1))
+  threshold = np.floor(probability * 2.0**32)
+  up = (threshold > 0) & (np.asarray(bits, np.float64) >= 2.0**32 - threshold)
+  rounded = np.where(up, hi, lo)
+  rounded = np.where(magnitude > 65504, nearest.astype(np.float64), rounded)
+  return np.where(np.isnan(values), np.nan, np.copysign(rounded, values))
+
+
+def test_float16_rounding_matches_an_independent_reference():
+  rng = np.random.default_rng(2)
+  count = 200_000
+  edges = np.array([
+      0.0, 2.0**-149, 2.0**-126, 2.0**-60, 2.0**-34, 2.0**-33, 2.0**-33 * 1.5,
+      2.0**-25, 2.0**-24 - 2.0**-48, 2.0**-24, 2.0**-24 + 2.0**-48,
+      1.5 * 2.0**-24, 2.0**-23 - 2.0**-47, 2.0**-15, 2.0**-14 - 2.0**-40,
+      2.0**-14, 2.0**-14 + 2.0**-37, 1.0, 2.0 - 2.0**-23, 65472.0, 65488.0,
+      65500.0, 65503.99, 65504.0, 65504.01, 65519.99, 65520.0, 65536.0, 1e10,
+      np.inf, np.nan])
+  values = np.concatenate([
+      # every binade from float32's subnormals to past float16's largest
+      rng.normal(size=count) * 2.0 ** rng.uniform(-150, 18, count),
+      rng.uniform(-2.0**-13, 2.0**-13, count),  # float16's subnormals
+      np.repeat(edges, 64), -np.repeat(edges, 64),
+  ]).astype(np.float32)
+  bits = rng.integers(0, 2**32, values.size, dtype=np.uint64).astype(
+      np.uint32)
+  # Draws at the edge of each decision too: all zeros, all ones.
+  bits[-len(edges) * 128::2] = np.uint32(0)
+  bits[-len(edges) * 128 + 1::2] = np.uint32(2**32 - 1)
+  rounded = rounding.round_to_float16(jnp.asarray(values), jnp.asarray(bits))
+  np.testing.assert_array_equal(np.asarray(rounded, np.float64),
+                                _float16_reference(values, bits))
+  np.testing.assert_array_equal(np.signbit(np.asarray(rounded)),
+                                np.signbit(values))
+
+
+def test_float16_probability_is_exact_from_2_to_the_minus_33():
+  # Below 2**-24 a value rounds up on the draws b >= 2**32 - |v| 2**56: the
+  # boundary draw decides, one below it does not.
+  for value in (2.0**-33, 3 * 2.0**-33, 2.0**-25, 2.0**-24 - 2.0**-48):
+    threshold = int(value * 2.0**56)
+    assert threshold == value * 2.0**56
+    bits = jnp.array([2**32 - threshold - 1, 2**32 - threshold], jnp.uint32)
+    rounded = rounding.round_to_float16(jnp.full(2, value, jnp.float32), bits)
+    np.testing.assert_array_equal(np.asarray(rounded, np.float64),
+                                  [0.0, 2.0**-24])
+  # Below 2**-33 the probability is floored to a multiple of 2**-32: a value
+  # under 2**-56 never rounds up (bias under 2**-56, toward zero).
+  rounded = rounding.round_to_float16(
+      jnp.full(2, 2.0**-57, jnp.float32),
+      jnp.array([2**32 - 1, 2**32 - 2], jnp.uint32))
+  assert np.all(np.asarray(rounded, np.float64) == 0)
 
 
 # ----------------------------------------------------------------------- bits
@@ -165,48 +310,101 @@ def test_bits_use_the_global_element_index():
 # ------------------------------------------------------------------ the update
 
 
-def _adversarial_pairs():
-  """bfloat16 (param, new param) pairs whose exponents differ by < 16."""
+def _exponent(x):
+  """The exponent of each float16/bfloat16 value, subnormals at the least
+  normal one (their last place is that binade's)."""
+  x = np.asarray(x, np.float64)
+  _, exponent = np.frexp(x)
+  return np.maximum(exponent - 1, -14 if x.dtype == np.float16 else -126)
+
+
+# The largest difference of exponents of a param and its new value for which
+# the float32 update is exact: 8 significant bits for bfloat16, 11 for float16.
+MAX_EXPONENT_GAP = {BF16: 15, F16: 13}
+
+
+def _adversarial_pairs(dtype):
+  """(param, new param) pairs whose exponents differ by MAX_EXPONENT_GAP at
+  most: large jumps, sign changes, subnormals, zeros, the largest values."""
   rng = np.random.default_rng(1)
-  y = rng.normal(size=4000) * 2.0 ** rng.integers(-20, 20, 4000)
-  ratio = rng.choice([-1, 1], 4000) * 2.0 ** rng.uniform(-15, 15, 4000)
+  gap = MAX_EXPONENT_GAP[dtype]
+  finfo = ml_dtypes.finfo(dtype)
+  low, high = np.log2(float(finfo.smallest_subnormal)), np.log2(
+      float(finfo.max))
+  y = rng.choice([-1, 1], 4000) * 2.0 ** rng.uniform(low, high, 4000)
+  ratio = rng.choice([-1, 1], 4000) * 2.0 ** rng.uniform(-gap, gap, 4000)
+  tiny = float(finfo.smallest_subnormal)
   pairs = [(y, y * ratio),
-           # crossing zero, halving, doubling, from and to zero, subnormals
-           (np.array([0.01, 1.0, 1.0, 0.0, 3.0, 1e-39, -1e-39, 5.0]),
-            np.array([-0.003, 0.49, 1.99, 3.0, 0.0, -2e-39, 1e-38, -5.0]))]
-  y = np.concatenate([p[0] for p in pairs]).astype(ml_dtypes.bfloat16)
-  t = np.concatenate([p[1] for p in pairs]).astype(ml_dtypes.bfloat16)
-  return jnp.asarray(y), jnp.asarray(t)
+           # crossing zero, halving, doubling, from and to zero, subnormals,
+           # the largest value
+           (np.array([0.01, 1.0, 1.0, 0.0, 3.0, 3 * tiny, -tiny, 5.0,
+                      float(finfo.max), 2.0**-10]),
+            np.array([-0.003, 0.49, 1.99, 3.0, 0.0, -2 * tiny, 5 * tiny, -5.0,
+                      -float(finfo.max) / 2**gap, tiny]))]
+  with np.errstate(over="ignore"):
+    y = np.concatenate([p[0] for p in pairs]).astype(dtype)
+    t = np.concatenate([p[1] for p in pairs]).astype(dtype)
+  keep = (np.isfinite(t) & (np.abs(_exponent(y) - _exponent(t)) <= gap)
+          | (y == 0) | (t == 0))
+  assert keep.mean() > 0.9
+  return jnp.asarray(y[keep]), jnp.asarray(t[keep])
 
 
-def test_the_update_lands_exactly_on_the_rounded_target():
-  y, target = _adversarial_pairs()
-  # A float32 step towards the target that is not a bfloat16 distance.
+@pytest.mark.parametrize("dtype", LOW)
+def test_the_update_lands_exactly_on_the_rounded_target(dtype):
+  y, target = _adversarial_pairs(dtype)
+  # A float32 step towards the target that is not a distance in ``dtype``.
   step = (target.astype(jnp.float32) - y.astype(jnp.float32)) * (
       1 + 2.0**-12)
   count = jnp.asarray(5, jnp.int32)
   update = rounding.params_update("stochastic", 3, count)(step, y, 4)
-  expected = rounding.round_to_bfloat16(
+  expected = ROUND[dtype](
       y.astype(jnp.float32) + step,
       rounding.random_bits(rounding._key(3, count, 4, rounding.PARAMS),
                            y.shape))
   assert update.dtype == jnp.float32
   landed = optax.apply_updates(y, update)
-  assert landed.dtype == BF16
+  assert landed.dtype == dtype
   np.testing.assert_array_equal(np.asarray(landed, np.float32),
                                 np.asarray(expected, np.float32))
-  # In bfloat16 the difference would not be representable for these pairs.
-  inexact = (target.astype(jnp.float32) - y.astype(jnp.float32)).astype(BF16)
+  # The rounding moved most params (not only a no-op landing)...
+  assert np.mean(np.asarray(landed != y)) > 0.9
+  # ...and in ``dtype`` the difference would not be representable.
+  inexact = (target.astype(jnp.float32) - y.astype(jnp.float32)).astype(dtype)
   assert not np.array_equal(np.asarray(y + inexact, np.float32),
                             np.asarray(target, np.float32))
 
 
+def _cast(tree, dtype):
+  return jax.tree.map(lambda p: jnp.asarray(p, dtype), tree)
+
+
+# float16 reaches down to 6e-8 only: Adam's second moment (1 - b2) g**2
+# underflows to 0 for |g| < 8e-3, and its step g / (sqrt(nu) + eps) then
+# overflows with eps=1e-8, whatever the rounding (nearest overflows alike).
+# With float16 state, Adam needs an eps that float16 can hold. (The wrapper's
+# base, optax.adam, computes g**2 in the gradients' dtype: it underflows even
+# with a float32 state.)
+FLOAT16_OPTIONS = {
+    "schedule_free_adamw": lambda entry: entry.make(
+        rounding="stochastic", eps=1e-4),
+    "schedule_free_wrapper": lambda entry: optfree.schedule_free(
+        optax.adam(1e-2, b1=0.0, eps=1e-4), 1e-2, rounding="stochastic"),
+}
+
+
+@pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
-def test_every_optimizer_lands_exactly_and_keeps_dtypes(entry):
-  tx = entry.make(rounding="stochastic")
-  params = _bf16(problem.init_params())
+def test_every_optimizer_lands_exactly_and_keeps_dtypes(entry, dtype):
+  make = functools.partial(entry.make, rounding="stochastic")
+  if dtype == F16 and entry.name in FLOAT16_OPTIONS:
+    make = functools.partial(FLOAT16_OPTIONS[entry.name], entry)
+  tx = make()
+  params = _cast(problem.init_params(), dtype)
   state = tx.init(params)
   state_dtypes = [leaf.dtype for leaf in jax.tree.leaves(state)]
+  # The param-sized state is in the params' dtype, written stochastically.
+  assert dtype in state_dtypes
 
   @jax.jit
   def step(params, state, batch):
@@ -219,7 +417,8 @@ def test_every_optimizer_lands_exactly_and_keeps_dtypes(entry):
     # Exact: new param - old param is the update, with no rounding left.
     for new, old, update in zip(*map(jax.tree.leaves,
                                      (new_params, params, updates))):
-      assert new.dtype == BF16 and update.dtype == jnp.float32
+      assert new.dtype == dtype and update.dtype == jnp.float32
+      assert np.isfinite(np.asarray(new, np.float32)).all()
       np.testing.assert_array_equal(
           np.asarray(new, np.float64),
           np.asarray(old, np.float64) + np.asarray(update, np.float64))
@@ -231,7 +430,7 @@ def test_every_optimizer_lands_exactly_and_keeps_dtypes(entry):
 
 
 def _bf16(tree):
-  return jax.tree.map(lambda p: jnp.asarray(p, BF16), tree)
+  return _cast(tree, BF16)
 
 
 def _step(tx, params, state, batch):
@@ -267,14 +466,39 @@ def test_rounding_and_seed_are_checked_at_construction(entry):
     entry.make(seed=1.5)
 
 
+# Floats narrower than float32 that stochastic rounding does not handle.
+NARROW = [jnp.float8_e4m3fn, jnp.float8_e5m2, jnp.float8_e4m3b11fnuz,
+          jnp.float4_e2m1fn]
+
+
+def _refused(dtype):
+  """The message of check_dtypes: jax's TypePromotionError is a ValueError
+  too, and a float8 tree fails with one in some inits without the check."""
+  name = jnp.dtype(dtype).name
+  return f"stochastic' rounds bfloat16 and float16 .* not {name}"
+
+
+@pytest.mark.parametrize("narrow", NARROW, ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
-def test_float16_with_stochastic_rounding_fails_at_init(entry):
+def test_other_narrow_floats_with_stochastic_rounding_fail_at_init(
+    entry, narrow):
   tx = entry.make(rounding="stochastic")
-  with pytest.raises(ValueError, match="float16"):
-    tx.init(jax.tree.map(lambda p: jnp.asarray(p, jnp.float16),
-                         problem.init_params()))
-  entry.make().init(jax.tree.map(lambda p: jnp.asarray(p, jnp.float16),
-                                 problem.init_params()))
+  with pytest.raises(ValueError, match=_refused(narrow)):
+    tx.init(_cast(problem.init_params(), narrow))
+
+
+@pytest.mark.parametrize("entry", [
+    entry for entry in OPTIMIZERS
+    if entry.name in ("schedule_free_adamw", "schedule_free_wrapper", "lion",
+                      "adabound")], ids=lambda entry: entry.name)
+def test_a_narrow_state_dtype_with_stochastic_rounding_fails_at_init(entry):
+  option = "mu_dtype" if entry.name in ("lion", "adabound") else "state_dtype"
+  params = _cast(problem.init_params(), jnp.float32)
+  tx = entry.make(rounding="stochastic", **{option: jnp.float8_e4m3fn})
+  with pytest.raises(ValueError, match=_refused(jnp.float8_e4m3fn)):
+    tx.init(params)
+  # float16 state is rounded stochastically: accepted.
+  entry.make(rounding="stochastic", **{option: F16}).init(params)
 
 
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
@@ -458,26 +682,33 @@ def test_bfloat16_schedule_free_converges_with_stochastic_rounding_only():
 # -------------------------------------------------------------- the wrapper
 
 
-def test_wrapper_steps_below_half_an_ulp_move_params_on_average():
-  params = jnp.full((4096,), 1.0, BF16)
-  tx = optfree.stochastic_rounding(optax.sgd(1e-3))
+@pytest.mark.parametrize("dtype, learning_rate, ulp", [
+    (BF16, 1e-3, 2.0**-8), (F16, 1e-4, 2.0**-11)])
+def test_wrapper_steps_below_half_an_ulp_move_params_on_average(
+    dtype, learning_rate, ulp):
+  # The ulp just below 1.0, where the params go; each step is below half of it.
+  assert learning_rate < ulp / 2
+  params = jnp.full((4096,), 1.0, dtype)
+  tx = optfree.stochastic_rounding(optax.sgd(learning_rate))
   state = tx.init(params)
   grads = jnp.ones_like(params)
   for _ in range(10):
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
-  assert params.dtype == BF16
+  assert params.dtype == dtype
   mean = float(np.mean(np.asarray(params, np.float64)))
-  # 10 steps of 1e-3 below 1.0, where the ulp is 2**-8: about 4 sigma.
-  assert abs(mean - 0.99) < 4 * 2**-8 * np.sqrt(0.25 / 4096 * 10)
-  nearest = optax.sgd(1e-3)
-  kept = jnp.full((4096,), 1.0, BF16)
+  # 10 steps of the learning rate below 1.0: about 4 sigma.
+  assert abs(mean - (1 - 10 * learning_rate)) < 4 * ulp * np.sqrt(
+      0.25 / 4096 * 10)
+  nearest = optax.sgd(learning_rate)
+  kept = jnp.full((4096,), 1.0, dtype)
   kept = optax.apply_updates(kept, nearest.update(grads, nearest.init(kept))[0])
   assert np.all(np.asarray(kept, np.float32) == 1.0)
 
 
 def test_wrapper_runs_the_inner_optimizer_in_float32():
-  params = {"w": jnp.ones((3,), BF16), "b": jnp.zeros((2,), jnp.float32)}
+  params = {"w": jnp.ones((3,), BF16), "h": jnp.ones((3,), F16),
+            "b": jnp.zeros((2,), jnp.float32)}
   tx = optfree.stochastic_rounding(optax.adam(1e-3))
   state = tx.init(params)
   assert isinstance(state, optfree.StochasticRoundingState)
@@ -486,19 +717,23 @@ def test_wrapper_runs_the_inner_optimizer_in_float32():
   grads = jax.tree.map(jnp.ones_like, params)
   updates, state = tx.update(grads, state, params)
   assert int(state.count) == 1
-  # Leaves that are not bfloat16 get the inner update unchanged.
+  assert all(update.dtype == jnp.float32
+             for update in jax.tree.leaves(updates))
+  # Leaves that are not rounded get the inner update unchanged.
   inner = optax.adam(1e-3)
   expected, _ = inner.update(grads, inner.init(params), params)
   np.testing.assert_array_equal(updates["b"], expected["b"])
 
 
-def test_wrapper_needs_params_and_rejects_float16():
+@pytest.mark.parametrize("narrow", NARROW, ids=lambda d: jnp.dtype(d).name)
+def test_wrapper_needs_params_and_rejects_other_narrow_floats(narrow):
   tx = optfree.stochastic_rounding(optax.sgd(0.1))
   params = jnp.ones(2, BF16)
   with pytest.raises(ValueError, match="params"):
     tx.update(params, tx.init(params))
-  with pytest.raises(ValueError, match="float16"):
-    tx.init(jnp.ones(2, jnp.float16))
+  # Before, float8 params went to the inner optimizer, rounded to nearest.
+  with pytest.raises(ValueError, match=_refused(narrow)):
+    tx.init(jnp.ones(2, narrow))
   with pytest.raises(ValueError, match="seed"):
     optfree.stochastic_rounding(optax.sgd(0.1), seed=-3)
 
