@@ -79,6 +79,8 @@ GROUP_LRS = (0.05, 0.5)
 TORCH_ATOL = 1e-5
 RTOL = 1e-12
 ATOL = 1e-15
+# Counts evaluated in float64 (the longest target list has 300 values).
+NUM_COUNTS = 300
 MOMENTUM_ABOVE_ONE = pytest.mark.xfail(
     strict=True,
     raises=ValueError,
@@ -98,11 +100,14 @@ def group_targets(single_targets, group):
 def assert_values(schedule, targets, atol=ATOL):
   """``schedule(e) == targets[e]``: in float64, and in float32 under jit."""
   targets = np.asarray(targets, np.float64)
+  size = len(targets)
   with jax.enable_x64(True):
-    values = schedule(jnp.arange(len(targets)))
+    # Always the same counts, so that eager evaluation reuses JAX's compiled
+    # kernels from test to test.
+    values = schedule(jnp.arange(NUM_COUNTS))
     assert values.dtype == jnp.float64
-    np.testing.assert_allclose(values, targets, rtol=RTOL, atol=atol)
-  values32 = jax.jit(schedule)(jnp.arange(len(targets), dtype=jnp.int32))
+    np.testing.assert_allclose(values[:size], targets, rtol=RTOL, atol=atol)
+  values32 = jax.jit(schedule)(jnp.arange(size, dtype=jnp.int32))
   assert values32.dtype == jnp.float32
   np.testing.assert_allclose(values32, targets, rtol=0, atol=TORCH_ATOL)
 
@@ -513,3 +518,288 @@ def test_compound(torch_test, group):
   targets = group_targets(make_targets(), group)[:10]
   atol = cosine_atol(group) if "cosanneal" in torch_test else ATOL
   assert_values(product(*make_schedules(GROUP_LRS[group])), targets, atol)
+
+
+# --- CyclicLR (learning rate and momentum) -----------------------------------
+
+
+def test_cycle_lr_invalid_mode():
+  with pytest.raises(ValueError, match="mode"):
+    optfree.cyclic_schedule(base_lr=0, max_lr=0, mode="CATS")
+
+
+TRIANGULAR_LR = [1, 2, 3, 4, 5, 4, 3, 2, 1, 2, 3]
+TRIANGULAR_MOMENTUM = [5, 4, 3, 2, 1, 2, 3, 4, 5, 4, 3]
+TRIANGULAR2_LR = [1, 2, 3, 4, 5, 4, 3, 2, 1, 1.5, 2.0, 2.5, 3.0, 2.5, 2.0, 1.5,
+                  1, 1.25, 1.50, 1.75, 2.00, 1.75]
+TRIANGULAR2_MOMENTUM = [5.0, 4.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.5, 4.0,
+                        3.5, 3.0, 3.5, 4.0, 4.5, 5.0, 4.75, 4.5, 4.25, 4.0,
+                        4.25]
+
+
+def exp_range_targets(base_lr, max_lr, xs, gamma=0.9):
+  """torch's exp_range targets: (lr_target, momentum_target)."""
+  diff_lr = max_lr - base_lr
+  return ([base_lr + x * diff_lr * gamma**i for i, x in enumerate(xs)],
+          [max_lr - x * diff_lr * gamma**i for i, x in enumerate(xs)])
+
+
+EXP_RANGE_XS = [0, 0.25, 0.5, 0.75, 1, 0.75, 0.50, 0.25, 0, 0.25, 0.5, 0.75, 1]
+EXP_RANGE_UP_DOWN_XS = [0.0, 0.5, 1.0, 5.0 / 6, 4.0 / 6, 3.0 / 6, 2.0 / 6,
+                        1.0 / 6, 0.0, 0.5, 1.0, 5.0 / 6, 4.0 / 6]
+TRIANGULAR_UP_DOWN_LR = [1.0, 2.0, 3.0, 4.0, 5.0, 13.0 / 3, 11.0 / 3, 9.0 / 3,
+                         7.0 / 3, 5.0 / 3, 1.0]
+TRIANGULAR_UP_DOWN_MOMENTUM = [5.0, 4.0, 3.0, 2.0, 1.0, 5.0 / 3, 7.0 / 3, 3.0,
+                               11.0 / 3, 13.0 / 3, 5.0]
+TRIANGULAR2_UP_DOWN_LR = [1.0, 3.0, 5.0, 13.0 / 3, 11.0 / 3, 9.0 / 3, 7.0 / 3,
+                          5.0 / 3, 1.0, 2.0, 3.0, 8.0 / 3, 7.0 / 3, 6.0 / 3,
+                          5.0 / 3, 4.0 / 3, 1.0, 3.0 / 2, 2.0, 11.0 / 6,
+                          10.0 / 6, 9.0 / 6, 8.0 / 6, 7.0 / 6]
+TRIANGULAR2_UP_DOWN_MOMENTUM = [5.0, 3.0, 1.0, 5.0 / 3, 7.0 / 3, 3.0, 11.0 / 3,
+                                13.0 / 3, 5.0, 4.0, 3.0, 10.0 / 3, 11.0 / 3,
+                                4.0, 13.0 / 3, 14.0 / 3, 5.0, 4.5, 4.0,
+                                25.0 / 6, 13.0 / 3, 4.5, 14.0 / 3, 29.0 / 6]
+
+
+def cyclic_cases():
+  """torch's CyclicLR tests, one entry per param group.
+
+  Each: (test id, CyclicLR keyword arguments of the group with its base_lr,
+  max_lr, base_momentum, max_momentum, lr targets, momentum targets).
+  """
+  cases = []
+
+  def add(name, groups, lr_targets, momentum_targets, **kwargs):
+    for group, (base, peak) in enumerate(groups):
+      cases.append(pytest.param(
+          dict(base_lr=base, max_lr=peak, **kwargs), lr_targets[group],
+          momentum_targets[group], id=f"{name}[{group}]"))
+
+  same = lambda targets: [targets, targets]
+  add("test_cycle_lr_triangular_mode_one_lr", [(1, 5)] * 2,
+      same(TRIANGULAR_LR), same(TRIANGULAR_MOMENTUM), step_size_up=4,
+      mode="triangular")
+  add("test_cycle_lr_triangular2_mode_one_lr", [(1, 5)] * 2,
+      same(TRIANGULAR2_LR), same(TRIANGULAR2_MOMENTUM), step_size_up=4,
+      mode="triangular2")
+  lr, momentum = exp_range_targets(1, 5, EXP_RANGE_XS)
+  add("test_cycle_lr_exp_range_mode_one_lr", [(1, 5)] * 2, same(lr),
+      same(momentum), step_size_up=4, mode="exp_range", gamma=0.9)
+  add("test_cycle_lr_triangular_mode", [(1, 5), (2, 6)],
+      [TRIANGULAR_LR, [x + 1 for x in TRIANGULAR_LR]],
+      [TRIANGULAR_MOMENTUM, [x + 1 for x in TRIANGULAR_MOMENTUM]],
+      step_size_up=4, mode="triangular")
+  add("test_cycle_lr_triangular2_mode", [(1, 5), (3, 7)],
+      [TRIANGULAR2_LR, [x + 2 for x in TRIANGULAR2_LR]],
+      [TRIANGULAR2_MOMENTUM, [x + 2 for x in TRIANGULAR2_MOMENTUM]],
+      step_size_up=4, mode="triangular2")
+  groups = [(1, 5), (5, 12)]
+  targets = [exp_range_targets(base, peak, EXP_RANGE_XS)
+             for base, peak in groups]
+  add("test_cycle_lr_exp_range_mode", groups, [t[0] for t in targets],
+      [t[1] for t in targets], step_size_up=4, mode="exp_range", gamma=0.9)
+  add("test_cycle_lr_triangular_mode_step_size_up_down", [(1, 5)] * 2,
+      same(TRIANGULAR_UP_DOWN_LR), same(TRIANGULAR_UP_DOWN_MOMENTUM),
+      step_size_up=4, step_size_down=6, mode="triangular")
+  deltas = [2 * i for i in range(2)]
+  add("test_cycle_lr_triangular2_mode_step_size_up_down",
+      [(1 + delta, 5 + delta) for delta in deltas],
+      [[x + delta for x in TRIANGULAR2_UP_DOWN_LR] for delta in deltas],
+      [[x + delta for x in TRIANGULAR2_UP_DOWN_MOMENTUM] for delta in deltas],
+      step_size_up=2, step_size_down=6, mode="triangular2")
+  lr, momentum = exp_range_targets(1, 5, EXP_RANGE_UP_DOWN_XS)
+  add("test_cycle_lr_exp_range_mode_step_size_up_down", [(1, 5)] * 2,
+      same(lr), same(momentum), step_size_up=2, step_size_down=6,
+      mode="exp_range", gamma=0.9)
+  return cases
+
+
+@pytest.mark.parametrize("kwargs,lr_targets,momentum_targets", cyclic_cases())
+def test_cycle_lr(kwargs, lr_targets, momentum_targets):
+  del momentum_targets  # test_cycle_lr_momentum
+  assert_values(optfree.cyclic_schedule(**kwargs), lr_targets)
+
+
+@pytest.mark.parametrize("scale", MOMENTUM_SCALES)
+@pytest.mark.parametrize("kwargs,lr_targets,momentum_targets", cyclic_cases())
+def test_cycle_lr_momentum(kwargs, lr_targets, momentum_targets, scale):
+  # torch's tests use base_momentum = base_lr and max_momentum = max_lr.
+  kwargs = dict(kwargs)
+  base, peak = kwargs.pop("base_lr"), kwargs.pop("max_lr")
+  schedule = optfree.cyclic_momentum_schedule(
+      base_momentum=base * scale, max_momentum=peak * scale, **kwargs)
+  assert_values(schedule, [x * scale for x in momentum_targets])
+
+
+@pytest.mark.parametrize("torch_test", [
+    "test_cycle_lr_triangular_mode_one_lr_no_momentum",
+    "test_cycle_lr_with_momentumless_optimizer"])
+def test_cycle_lr_without_momentum(torch_test):
+  # cycle_momentum=False: the learning rate cycles as with it.
+  del torch_test
+  schedule = optfree.cyclic_schedule(1, 5, step_size_up=4, mode="triangular")
+  assert_values(schedule, TRIANGULAR_LR)
+
+
+def test_cosine_then_cyclic():
+  # torch: CosineAnnealingLR stepped until T_max, then CyclicLR, and the last
+  # lr must not exceed max_lr (pytorch/pytorch#21965).
+  max_lr, base_lr, optim_lr, t_max = 0.3, 0.1, 0.5, 20
+  schedule = optfree.sequential_schedule(
+      [optfree.cosine_annealing_schedule(optim_lr, t_max=t_max, eta_min=0.1),
+       optfree.cyclic_schedule(base_lr, max_lr, step_size_up=1,
+                               step_size_down=3)],
+      milestones=[t_max + 1])
+  values = np.asarray(schedule(jnp.arange(41)))
+  assert values[-1] <= max_lr
+  assert np.all((values[t_max + 1:] >= base_lr - 1e-7)
+                & (values[t_max + 1:] <= max_lr + 1e-7))
+
+
+# --- OneCycleLR --------------------------------------------------------------
+
+
+def test_onecycle_lr_invalid_anneal_strategy():
+  with pytest.raises(ValueError, match="anneal_strategy"):
+    optfree.onecycle_schedule(1e-3, total_steps=10, anneal_strategy="CATS")
+
+
+def test_onecycle_lr_invalid_pct_start():
+  with pytest.raises(ValueError, match="pct_start"):
+    optfree.onecycle_schedule(1e-3, total_steps=10, pct_start=1.1)
+
+
+def annealing_cos(start, end, pct):
+  cos_out = math.cos(math.pi * pct) + 1
+  return end + (start - end) / 2.0 * cos_out
+
+
+def onecycle_cases():
+  """torch's OneCycleLR tests: (id, kwargs, lr targets, momentum targets)."""
+  linear = dict(max_lr=25, final_div_factor=2, base_momentum=1,
+                max_momentum=22, total_steps=10, anneal_strategy="linear")
+  linear_targets = ([1, 13, 25, 21.5, 18, 14.5, 11, 7.5, 4, 0.5],
+                    [22, 11.5, 1, 4, 7, 10, 13, 16, 19, 22])
+  return [
+      pytest.param(linear, *linear_targets,
+                   id="test_onecycle_lr_linear_annealing"),
+      # The same with Adam: the momentum is betas[0] (optax's b1).
+      pytest.param(linear, *linear_targets, id="test_cycle_lr_with_adam"),
+      pytest.param(
+          dict(max_lr=25, div_factor=25, base_momentum=1, max_momentum=22,
+               total_steps=10, anneal_strategy="linear", pct_start=0.4,
+               final_div_factor=4, three_phase=True),
+          [1, 9, 17, 25, 17, 9, 1, 0.75, 0.5, 0.25],
+          [22, 15, 8, 1, 8, 15, 22, 22, 22, 22],
+          id="test_onecycle_lr_linear_annealing_three_phases"),
+      pytest.param(
+          dict(max_lr=25, final_div_factor=2, base_momentum=1,
+               max_momentum=22, total_steps=10),
+          [1, 13, 25] + [annealing_cos(25, 0.5, i / 7.0) for i in range(1, 7)]
+          + [0.5],
+          [22, 11.5, 1] + [annealing_cos(1, 22, i / 7.0) for i in range(1, 7)]
+          + [22],
+          id="test_onecycle_lr_cosine_annealing"),
+  ]
+
+
+def split_onecycle(kwargs):
+  """OneCycleLR's arguments as onecycle_schedule's and the momentum's."""
+  kwargs = dict(kwargs)
+  momentum = {name: kwargs.pop(name)
+              for name in ("base_momentum", "max_momentum")}
+  for name in ("total_steps", "pct_start", "anneal_strategy", "three_phase"):
+    if name in kwargs:
+      momentum[name] = kwargs[name]
+  return kwargs, momentum
+
+
+@pytest.mark.parametrize("kwargs,lr_targets,momentum_targets",
+                         onecycle_cases())
+def test_onecycle_lr(kwargs, lr_targets, momentum_targets):
+  del momentum_targets  # test_onecycle_lr_momentum
+  assert_values(optfree.onecycle_schedule(**split_onecycle(kwargs)[0]),
+                lr_targets)
+
+
+@pytest.mark.parametrize("scale", MOMENTUM_SCALES)
+@pytest.mark.parametrize("kwargs,lr_targets,momentum_targets",
+                         onecycle_cases())
+def test_onecycle_lr_momentum(kwargs, lr_targets, momentum_targets, scale):
+  del lr_targets
+  momentum = split_onecycle(kwargs)[1]
+  momentum["base_momentum"] *= scale
+  momentum["max_momentum"] *= scale
+  assert_values(optfree.onecycle_momentum_schedule(**momentum),
+                [x * scale for x in momentum_targets])
+
+
+# --- CosineAnnealingWarmRestarts ---------------------------------------------
+
+
+@pytest.mark.parametrize("t_mult", [1, 2, 4])
+def test_CosineAnnealingWarmRestarts_lr1(t_mult):  # noqa: N802 (torch's name)
+  iters, eta_min, t_i, t_cur = 100, 1e-10, 10, 0
+  targets = [[0.05], [0.5]]
+  for _ in range(1, iters, 1):
+    t_cur += 1
+    if t_cur >= t_i:
+      t_cur = t_cur - t_i
+      t_i = int(t_mult) * t_i
+    for group, lr in enumerate(GROUP_LRS):
+      targets[group] += [
+          eta_min + (lr - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2]
+  for group, lr in enumerate(GROUP_LRS):
+    schedule = optfree.cosine_warm_restarts_schedule(
+        lr, t_0=10, t_mult=t_mult, eta_min=eta_min)
+    assert_values(schedule, targets[group])
+
+
+# Ten updates per epoch: torch's step(k / 10) is count k of a schedule whose
+# T_0 is counted in updates.
+STEPS_PER_EPOCH = 10
+
+
+@pytest.mark.parametrize("t_mult", [1, 2, 4])
+def test_CosineAnnealingWarmRestarts_lr2(t_mult):  # noqa: N802 (torch's name)
+  eta_min, t_i, t_cur = 1e-10, 10, 0
+  targets = [[0.05], [0.5]]
+  # torch.arange(0.1, 30, 0.1) has 299 elements (float32), arange(0, 30, 0.1)
+  # 300: the epochs 0.0, 0.1, ..., 29.9 at which torch steps and checks.
+  for _ in range(299):
+    t_cur = round(t_cur + 0.1, 1)
+    if t_cur >= t_i:
+      t_cur = t_cur - t_i
+      t_i = int(t_mult) * t_i
+    for group, lr in enumerate(GROUP_LRS):
+      targets[group] += [
+          eta_min + (lr - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2]
+  for group, lr in enumerate(GROUP_LRS):
+    schedule = optfree.cosine_warm_restarts_schedule(
+        lr, t_0=10 * STEPS_PER_EPOCH, t_mult=t_mult, eta_min=eta_min)
+    assert_values(schedule, targets[group])
+
+
+@pytest.mark.parametrize("t_mult,epochs,t_curs,t_is", [
+    (1, [0, 1, 2, 3, 4, 5, 12, 27, 3, 4, 5, 6, 13],
+     [1, 2, 3, 4, 5, 2, 7, 3, 4, 5, 6, 3],
+     [10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10]),
+    (2, [0, 1, 2, 3, 4, 5, 25, 32, 33, 34, 80, 81, 3],
+     [1, 2, 3, 4, 5, 15, 2, 3, 4, 10, 11, 3],
+     [10, 10, 10, 10, 10, 20, 40, 40, 40, 80, 80, 10]),
+    (3, [0, 0.1, 0.2, 0.3, 1.3, 2.3, 17.5, 18.5, 19.5, 29.5, 30.5, 31.5, 50],
+     [0.1, 0.2, 0.3, 1.3, 2.3, 7.5, 8.5, 9.5, 19.5, 20.5, 21.5, 10],
+     [10, 10, 10, 10, 10, 30, 30, 30, 30, 30, 30, 90]),
+])
+def test_CosineAnnealingWarmRestarts_lr3(t_mult, epochs, t_curs, t_is):  # noqa: N802
+  # Epochs out of order (step(epoch) with explicit epochs, interleaved).
+  eta_min = 1e-10
+  steps_per_epoch = 1 if all(float(e).is_integer() for e in epochs) else 10
+  counts = [round(epoch * steps_per_epoch) for epoch in epochs]
+  for lr in GROUP_LRS:
+    targets = [lr] + [
+        eta_min + (lr - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+        for t_cur, t_i in zip(t_curs, t_is)]
+    schedule = optfree.cosine_warm_restarts_schedule(
+        lr, t_0=10 * steps_per_epoch, t_mult=t_mult, eta_min=eta_min)
+    assert_values_at(schedule, counts, targets)
