@@ -22,6 +22,9 @@ Adapted:
   table's hyperparameters.
 - After the two steps optax runs one at a time (to check that the second
   does not compile), the remaining steps run in a jitted ``fori_loop``.
+- ``test_preserve_dtype`` runs jitted, eagerly and under ``pmap`` (over
+  one device), the chex variants of the version at commit
+  00eedf48d4bba9de02e0aa31ede98afd5ca024fe (0.2.8 keeps only ``jit``).
 - ``test_state_shape_dtype_shard_stability``: optax also selects between
   the state before and after the step with a second ``lax.cond``; the
   step's own ``lax.cond`` already requires the two to agree, and the second
@@ -221,16 +224,28 @@ def test_explicit_dtype(entry, params_dtype, state_dtype):
   assert optax.tree.get(state, attribute_name).dtype == expected_dtype
 
 
+def one_device(fn):
+  """``fn`` under ``jax.pmap`` over one device (chex's with_pmap variant)."""
+  def mapped(*args):
+    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], args)
+    return jax.tree.map(lambda x: x[0], jax.pmap(fn)(*stacked))
+  return mapped
+
+
+VARIANTS = {"jit": jax.jit, "without_jit": lambda fn: fn, "pmap": one_device}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
-def test_preserve_dtype(entry, dtype):
+def test_preserve_dtype(entry, dtype, variant):
   # The updates have the gradients' dtype.
   opt = entry.make()
   fun = lambda x: jnp.sum(x**2)
   params = jnp.array([1.0, 2.0], dtype=jnp.dtype(dtype))
   grads = jax.grad(fun)(params)
   state = opt.init(params)
-  updates, _ = jax.jit(opt.update)(grads, state, params)
+  updates, _ = VARIANTS[variant](opt.update)(grads, state, params)
   assert updates.dtype == grads.dtype
 
 
