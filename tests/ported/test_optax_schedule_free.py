@@ -5,8 +5,14 @@ two versions: the one at commit 061a15770cd5241bd882a4b47fdc5864bdf586ec
 (``test_optimization`` and the tests parametrized over three base
 optimizers) and the one shipped in optax 0.2.8 (``test_buffer_donation``,
 ``test_explicit_dtype``, and the single-base versions of the others).
-License of the source: Apache-2.0 (Copyright 2024 DeepMind Technologies
-Limited). Inputs, step counts, targets and tolerances are optax's; the code is
+Also the Schedule-Free entries of ``optax/contrib/_common_test.py`` as shipped
+in optax 0.2.8 (``ContribTest.test_optimizers`` and
+``test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such``
+for ``schedule_free_sgd``, ``schedule_free_adamw`` and the wrapper over
+``sgd``; optfree's ``schedule_free_radam``, which optax lacks, is added with
+the same rate; their other contract tests are ported for every optimizer in
+test_optax_alias.py). License of the sources: Apache-2.0 (Copyright 2023 and
+2024 DeepMind Technologies Limited). Inputs, step counts, targets and tolerances are optax's; the code is
 optfree's, with ``optfree.schedule_free`` for
 ``optax.contrib.schedule_free`` and ``optfree.eval_params`` for
 ``schedule_free_eval_params``.
@@ -240,3 +246,73 @@ def test_explicit_dtype(params_dtype, state_dtype):
   else:
     expected_dtype = jax.dtypes.canonicalize_dtype(state_dtype)
   assert state.z.dtype == expected_dtype
+
+
+# --- optax/contrib/_common_test.py: the Schedule-Free entries ---------------
+
+# optax's _MAIN_OPTIMIZERS_UNDER_TEST entries for Schedule-Free, and
+# optfree's schedule_free_radam (which optax lacks) with the same rate.
+COMMON_OPTIMIZERS = {
+    "schedule_free_sgd": lambda learning_rate: optfree.schedule_free_sgd(
+        learning_rate, warmup_steps=5000),
+    "schedule_free_adamw": lambda learning_rate: optfree.schedule_free_adamw(
+        learning_rate, warmup_steps=5000),
+    "schedule_free_radam": lambda learning_rate: optfree.schedule_free_radam(
+        learning_rate),
+    "sgd-schedule_free": lambda learning_rate: optfree.schedule_free(
+        optax.sgd(learning_rate), learning_rate=learning_rate),
+}
+
+
+def setup_matrix_parabola(dtype):
+  """Quadratic function with 2D tensor parameters (optax's)."""
+  initial_params = jnp.zeros((2, 2), dtype=dtype)
+  final_params = jnp.array([[3.0, -2.0], [1.0, 4.0]], dtype=dtype)
+  return initial_params, final_params, jax.grad(
+      lambda params: jnp.sum(jnp.abs(params - final_params) ** 2))
+
+
+def setup_mixed_tensor_target(dtype):
+  """An objective of 1D and 2D tensor parameters (optax's)."""
+  final_params = (jnp.array([1.0, -1.0, 2.0], dtype=dtype),
+                  jnp.array([[1.0, 0.0], [-1.0, 1.0]], dtype=dtype))
+  initial_params = (jnp.zeros((3,), dtype=dtype),
+                    jnp.zeros((2, 2), dtype=dtype))
+
+  def objective(params):
+    return sum(jnp.sum(jnp.abs(p - f) ** 2)
+               for p, f in zip(params, final_params))
+
+  return initial_params, final_params, jax.grad(objective)
+
+
+@pytest.mark.parametrize("target", [
+    setup_parabola, setup_rosenbrock, setup_matrix_parabola,
+    setup_mixed_tensor_target,
+], ids=["parabola", "rosenbrock", "matrix_parabola", "mixed_tensor"])
+@pytest.mark.parametrize("name", sorted(COMMON_OPTIMIZERS))
+def test_optimizers(name, target):
+  # optax's ContribTest.test_optimizers: 30,000 steps, then the evaluation
+  # point within 3e-2 of the minimizer.
+  opt = COMMON_OPTIMIZERS[name](1e-2)
+  initial_params, final_params, get_updates = target(jnp.float32)
+  state = opt.init(initial_params)
+  # A no-op change, to verify that tree map works.
+  mapped = optax.tree_utils.tree_map_params(opt, lambda v: v, state)
+  assert jax.tree.structure(mapped) == jax.tree.structure(state)
+  params, state = run(opt, get_updates, initial_params, 30_000)
+  jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=3e-2, atol=3e-2),
+      optfree.eval_params(state, params), final_params)
+
+
+@pytest.mark.parametrize("name", sorted(COMMON_OPTIMIZERS))
+def test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such(
+    name):
+  # A constant schedule and the same float give the same ten steps.
+  initial_params, _, get_updates = setup_parabola(jnp.float32)
+  with_schedule = COMMON_OPTIMIZERS[name](optax.constant_schedule(1e-3))
+  with_lr = COMMON_OPTIMIZERS[name](1e-3)
+  params_with_schedule, _ = run(with_schedule, get_updates, initial_params, 10)
+  params_with_lr, _ = run(with_lr, get_updates, initial_params, 10)
+  np.testing.assert_allclose(params_with_schedule, params_with_lr)
