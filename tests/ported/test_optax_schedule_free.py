@@ -12,9 +12,9 @@ for ``schedule_free_sgd``, ``schedule_free_adamw`` and the wrapper over
 ``sgd``; optfree's ``schedule_free_radam``, which optax lacks, is added with
 the same rate; their other contract tests are ported for every optimizer in
 test_optax_alias.py). License of the sources: Apache-2.0 (Copyright 2023 and
-2024 DeepMind Technologies Limited). Inputs, step counts, targets and tolerances are optax's; the code is
-optfree's, with ``optfree.schedule_free`` for
-``optax.contrib.schedule_free`` and ``optfree.eval_params`` for
+2024 DeepMind Technologies Limited). Inputs, step counts, targets and
+tolerances are optax's; the code is optfree's, with ``optfree.schedule_free``
+for ``optax.contrib.schedule_free`` and ``optfree.eval_params`` for
 ``schedule_free_eval_params``.
 
 Adapted:
@@ -127,8 +127,8 @@ def test_optimization(base, target):
 
 @pytest.mark.parametrize("base,params,fun,steps", [
     # optax 0.2.8
-    pytest.param("sgd", jnp.array([1.0, 2.0]), jax.grad(lambda x: jnp.sum(x**2)),
-                 5, id="sgd-0.2.8"),
+    pytest.param("sgd", jnp.array([1.0, 2.0]),
+                 jax.grad(lambda x: jnp.sum(x**2)), 5, id="sgd-0.2.8"),
     # commit 061a157: every base, on the parabola, for 25,000 steps
     *[pytest.param(base, setup_parabola(jnp.float32)[0],
                    setup_parabola(jnp.float32)[2], 25_000, id=f"{base}-25000")

@@ -95,7 +95,7 @@ MOMENTUM_SCALES = [pytest.param(1.0, marks=MOMENTUM_ABOVE_ONE, id="torch"),
 
 
 def group_targets(single_targets, group):
-  """torch's ``targets = [single_targets, [x * 10 for x in single_targets]]``."""
+  """torch's targets: ``single_targets``, or ``[x * 10 for x in ...]``."""
   return single_targets if group == 0 else [x * 10 for x in single_targets]
 
 
@@ -234,8 +234,9 @@ def test_exp_lr(group):
 @pytest.mark.parametrize("group", [0, 1])
 def test_poly_lr(group):
   epochs, power, total_iters = 10, 0.9, 5
-  single_targets = [(1.0 - x / total_iters) ** power * 0.05
-                    for x in range(total_iters)] + [0.0] * (epochs - total_iters)
+  single_targets = ([(1.0 - x / total_iters) ** power * 0.05
+                     for x in range(total_iters)]
+                    + [0.0] * (epochs - total_iters))
   schedule = optfree.polynomial_decay_schedule(
       GROUP_LRS[group], total_steps=total_iters, power=power)
   assert_values(schedule, group_targets(single_targets, group))
@@ -363,7 +364,8 @@ def test_chained_lr2():
 
 
 def test_chained_lr3():
-  targets = [0.02, 0.03, 0.04, 0.05] + [0.005] * 4 + [0.0005] * 3 + [0.00005] * 3
+  targets = ([0.02, 0.03, 0.04, 0.05] + [0.005] * 4 + [0.0005] * 3
+             + [0.00005] * 3)
   schedule = product(
       optfree.linear_factor_schedule(0.05, start_factor=0.4, total_steps=3),
       optfree.multistep_schedule(1.0, milestones=[4, 8, 10], gamma=0.1))
@@ -793,7 +795,8 @@ def test_CosineAnnealingWarmRestarts_lr2(t_mult):  # noqa: N802 (torch's name)
      [0.1, 0.2, 0.3, 1.3, 2.3, 7.5, 8.5, 9.5, 19.5, 20.5, 21.5, 10],
      [10, 10, 10, 10, 10, 30, 30, 30, 30, 30, 30, 90]),
 ])
-def test_CosineAnnealingWarmRestarts_lr3(t_mult, epochs, t_curs, t_is):  # noqa: N802
+def test_CosineAnnealingWarmRestarts_lr3(  # noqa: N802 (torch's name)
+    t_mult, epochs, t_curs, t_is):
   # Epochs out of order (step(epoch) with explicit epochs, interleaved).
   eta_min = 1e-10
   steps_per_epoch = 1 if all(float(e).is_integer() for e in epochs) else 10
