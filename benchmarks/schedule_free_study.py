@@ -184,39 +184,85 @@ class Records:
     return list(seen.values())
 
 
+def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+  """A task's JSON in the current layout.
+
+  Files written before runs accumulated kept one invocation's search options
+  in ``config["search"]`` and its stage times in ``"stages"``.
+  """
+  if "invocations" in saved:
+    return saved
+  config = dict(saved["config"])
+  search = config.pop("search", {})
+  return {**saved, "config": config, "invocations": [{
+      "options": {"search": search}, "commands": [],
+      "stages": saved.get("stages", {})}]}
+
+
 class Study(Records):
-  """The runs of one task, kept as flat records and saved after each stage."""
+  """The runs of one task, kept as flat records and saved after each stage.
+
+  Every invocation adds to the task's JSON: the runs already recorded (by any
+  earlier invocation, with any methods or options) are kept and never trained
+  again, and the invocation's options and stage times are appended to
+  ``"invocations"``. Records of a different task configuration (steps,
+  model) are not comparable, so a file holding them is an error, not
+  overwritten.
+  """
 
   def __init__(self, task_name: str, task: Any, settings: dict[str, Any],
-               out_path: pathlib.Path, progress, search: dict[str, Any]):
+               out_path: pathlib.Path, progress, search: dict[str, Any],
+               command: str = ""):
     self.task_name = task_name
     self.task = task
     self.steps = settings["steps"]
     self.settings = settings
     self.out_path = out_path
     self.progress = progress
-    self.search = search
-    super().__init__([])
-    self.stages: dict[str, float] = {}
+    search = dict(search)  # the caller's is shared by every task
     self.extra_finalists = search.pop("extra_finalists", [])
     self.task_best = search.pop("task_best", True)
+    self.search = search
+    super().__init__([])
+    self.invocations: list[dict[str, Any]] = []
     if out_path.exists():
-      saved = json.loads(out_path.read_text())
-      if saved.get("config") == self.config():
-        self.records, self.stages = saved["records"], saved["stages"]
+      saved = _upgraded(json.loads(out_path.read_text()))
+      if saved["config"] != self.config():
+        raise ValueError(
+            f"{out_path} holds runs of another configuration "
+            f"({saved['config']}, not {self.config()}); choose another "
+            "--out-dir")
+      self.records, self.invocations = saved["records"], saved["invocations"]
+    self.command = command
+    self.stages: dict[str, float] = {}
+
+  def _invocation(self, methods: Sequence[str],
+                  long_methods: Sequence[str]) -> None:
+    """This invocation's entry in ``"invocations"`` (a rerun's resumes)."""
+    options = json.loads(json.dumps({
+        "methods": list(methods), "long_methods": list(long_methods),
+        "search": self.search, "finalists": self.extra_finalists,
+        "task_best": self.task_best}))
+    invocation = next(
+        (i for i in self.invocations if i["options"] == options), None)
+    if invocation is None:
+      invocation = {"options": options, "commands": [], "stages": {}}
+      self.invocations.append(invocation)
+    if self.command and self.command not in invocation["commands"]:
+      invocation["commands"].append(self.command)
+    self.stages = invocation["stages"]
 
   def config(self) -> dict[str, Any]:
     # As JSON writes it, so that a saved config compares equal.
     return json.loads(json.dumps({"steps": self.steps, "long": LONG,
-                                  **self.settings["model"],
-                                  "search": self.search}))
+                                  **self.settings["model"]}))
 
   def save(self) -> None:
     self.out_path.write_text(json.dumps({
         "task": self.task_name,
         "description": self.task.data.description,
         "config": self.config(),
-        "stages": self.stages,
+        "invocations": self.invocations,
         "versions": {"python": platform.python_version(),
                      "jax": jax.__version__},
         "records": self.records}, indent=None))
@@ -298,6 +344,7 @@ class Study(Records):
     return [horizon // 4, horizon // 2, horizon]
 
   def run(self, methods: Sequence[str], long_methods: Sequence[str]) -> None:
+    self._invocation(methods, long_methods)
     T = self.steps
     seeds = self.search.get("seeds", SEEDS)
     sf_methods = [m for m in methods if m in SCHEDULE_FREE]
@@ -393,7 +440,7 @@ def analyze(saved: dict[str, Any]) -> dict[str, Any]:
   T = saved["config"]["steps"]
   helper = Records(records)
   result = {"task": saved["task"], "description": saved["description"],
-            "config": saved["config"], "stages": saved["stages"],
+            "config": saved["config"], "invocations": saved["invocations"],
             "settings": {}, "gaps": {}, "sensitivity": {}}
   for m in SCHEDULE_FREE:
     configs = helper.configs_run(m, T)
@@ -589,7 +636,7 @@ def summarize(tasks: Sequence[str], out_dir: pathlib.Path,
     path = out_dir / f"schedule_free_study-{name}.json"
     if not path.exists():
       continue
-    saved = json.loads(path.read_text())
+    saved = _upgraded(json.loads(path.read_text()))
     analysis = analyze(saved)
     analysis["_records"] = saved["records"]
     analyses.append(analysis)
@@ -688,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       task = quality.TASK_BUILDERS[name](**settings["model"])
       study = Study(name, task, settings,
                     out_dir / f"schedule_free_study-{name}.json", progress,
-                    search)
+                    search, command)
       study.run(methods, long_methods)
   summary = summarize(list(quality.TASK_BUILDERS), out_dir, command)
   print(format_tables(summary))

@@ -23,19 +23,21 @@ SPEC.loader.exec_module(study)
 class FakeStudy(study.Study):
   """A Study whose training is a known validation loss of the learning rate."""
 
-  def __init__(self, tmp_path, loss_of_lr, search=None):
+  def __init__(self, tmp_path, loss_of_lr, search=None, steps=8,
+               loss_of_config=lambda config: 0.0, command=""):
     task = types.SimpleNamespace(data=types.SimpleNamespace(
         description="validation loss a function of the learning rate"))
-    super().__init__("fake", task, {"steps": 8, "model": {}},
-                     tmp_path / "fake.json", lambda message: None,
-                     dict(search or {}))
+    super().__init__("fake", task, {"steps": steps, "model": {}},
+                     tmp_path / "schedule_free_study-fake.json",
+                     lambda message: None, search or {}, command)
     self.loss_of_lr = loss_of_lr
+    self.loss_of_config = loss_of_config
     self.trained = []
 
   def _train(self, method, runs, steps, stops):
     for run in runs:
       self.trained.append((method, run["lr"]))
-      loss = self.loss_of_lr(run["lr"])
+      loss = self.loss_of_lr(run["lr"]) + self.loss_of_config(run["config"])
       self.records.append({
           "method": method, "steps": steps, "config": run["config"],
           "lr": run["lr"], "seed": run["seed"],
@@ -85,6 +87,99 @@ def test_runs_already_recorded_are_not_trained_again(tmp_path):
   trained = list(fake.trained)
   fake.tune("adamw_cosine", [None], 8, [8])
   assert fake.trained == trained
+
+
+# ---------------------------------------- runs accumulate across invocations
+
+
+def test_a_later_invocation_with_other_options_keeps_the_earlier_runs(
+    tmp_path):
+  first = FakeStudy(tmp_path, _valley(1e-2), {"one_at_a_time": True})
+  first.tune("adamw_cosine", [None], 8, [8])
+  first.save()
+  other_grids = {**study.START_GRIDS, "sgd_cosine": (1e-2, 1e-1)}
+  second = FakeStudy(tmp_path, _valley(1e-2), {"grids": other_grids})
+  assert second.records == first.records
+  second.tune("adamw_cosine", [None], 8, [8])  # resumed: nothing to train
+  assert not second.trained
+  second.tune("sgd_cosine", [None], 8, [8])
+  second.save()
+  third = FakeStudy(tmp_path, _valley(1e-2))
+  assert {r["method"] for r in third.records} == {"adamw_cosine",
+                                                  "sgd_cosine"}
+  assert len(third.records) == len(first.records) + len(second.trained)
+
+
+def test_runs_of_another_configuration_are_an_error_not_overwritten(
+    tmp_path):
+  first = FakeStudy(tmp_path, _valley(1e-2))
+  first.tune("adamw_cosine", [None], 8, [8])
+  first.save()
+  saved = first.out_path.read_text()
+  with pytest.raises(ValueError, match="another configuration"):
+    FakeStudy(tmp_path, _valley(1e-2), steps=16)
+  assert first.out_path.read_text() == saved
+
+
+def test_every_task_gets_the_finalists_of_a_shared_search(tmp_path):
+  finalist = dict(b1=0.95, r=1.0, warmup_fraction=0.05)
+  search = {"extra_finalists": [finalist], "task_best": False}
+  first = FakeStudy(tmp_path / "a", _valley(1e-2), search)
+  second = FakeStudy(tmp_path / "b", _valley(1e-2), search)
+  for fake in (first, second):
+    assert fake.extra_finalists == [finalist]
+    assert not fake.task_best
+
+
+def _r_matters(config):
+  # Schedule-Free settings differ by r; the baselines (config None) do not.
+  return 1.0 if config is None else 1.0 + 0.1 * abs(config["r"] - 2.0)
+
+
+def test_summary_holds_every_invocations_methods_and_keeps_recommendation(
+    tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  sgd_grid = {**study.QUICK_SEARCH["grids"], "sf_sgd": (3.0, 10.0)}
+  # Each method alone, with options of its own, one after the other ...
+  for methods, search in ((["sf_adamw"], study.QUICK_SEARCH),
+                          (["sf_sgd"], {**study.QUICK_SEARCH,
+                                        "grids": sgd_grid})):
+    FakeStudy(tmp_path / "a", _valley(1e-1), search,
+              loss_of_config=_r_matters,
+              command=f"--methods {methods[0]}").run(methods, [])
+  # ... gives the summary of both run in one invocation.
+  FakeStudy(tmp_path / "b", _valley(1e-1),
+            {**study.QUICK_SEARCH, "grids": sgd_grid},
+            loss_of_config=_r_matters).run(["sf_adamw", "sf_sgd"], [])
+  one_by_one = study.summarize(["fake"], tmp_path / "a", "summarize")
+  together = study.summarize(["fake"], tmp_path / "b", "summarize")
+  assert set(one_by_one["tasks"]["fake"]["gaps"]["8"]) == {"sf_adamw",
+                                                           "sf_sgd"}
+  for key in ("recommended", "recommendation_scores"):
+    assert one_by_one[key] == together[key]
+  for key in ("settings", "gaps", "sensitivity"):
+    assert one_by_one["tasks"]["fake"][key] == together["tasks"]["fake"][key]
+  invocations = one_by_one["tasks"]["fake"]["invocations"]
+  assert [i["options"]["methods"] for i in invocations] == [["sf_adamw"],
+                                                            ["sf_sgd"]]
+  assert [i["commands"] for i in invocations] == [["--methods sf_adamw"],
+                                                  ["--methods sf_sgd"]]
+
+
+def test_files_written_before_runs_accumulated_are_read(tmp_path):
+  fake = FakeStudy(tmp_path, _valley(1e-2))
+  fake.tune("adamw_cosine", [None], 8, [8])
+  fake.save()
+  saved = json.loads(fake.out_path.read_text())
+  legacy = {**saved, "config": {**saved["config"], "search": {"a": 1}},
+            "stages": {"1-search": 3.0}}
+  del legacy["invocations"]
+  fake.out_path.write_text(json.dumps(legacy))
+  again = FakeStudy(tmp_path, _valley(1e-2))
+  assert again.records == fake.records
+  assert again.invocations == [{"options": {"search": {"a": 1}},
+                                "commands": [], "stages": {"1-search": 3.0}}]
 
 
 def _analysis(task, sf_val_losses, cosine_val_loss):
