@@ -109,15 +109,22 @@ QUICK_SEARCH = dict(
     grids={name: grid[1:3] for name, grid in START_GRIDS.items()})
 
 
-def _sf_make(name):
+def _sf_make(name, weight_decay=False):
   # pylint: disable-next=protected-access
   build = {"sf_adamw": _demo_models._sf_adamw, "sf_sgd": _demo_models._sf_sgd}
   build = build[name]
 
   def make(hparams, total_steps):
+    extra = {"weight_decay": hparams["weight_decay"]} if weight_decay else {}
     return build(hparams["lr"], total_steps, b1=hparams["b1"], r=hparams["r"],
-                 warmup_fraction=hparams["warmup_fraction"])
+                 warmup_fraction=hparams["warmup_fraction"], **extra)
   return make
+
+
+def _adamw_cosine_weight_decay(hparams, total_steps):
+  # pylint: disable-next=protected-access
+  return _demo_models._adamw_cosine(hparams["lr"], total_steps,
+                                    weight_decay=hparams["weight_decay"])
 
 
 # One spec per method, built once, so that the compiled programs (cached per
@@ -129,13 +136,46 @@ SPECS = {
         _demo_models.OPTIMIZERS[name].learning_rate,
         START_GRIDS[name], schedule_free=True) for name in SCHEDULE_FREE},
 }
+# The weight-decay stage's runs: the same optimizers with the weight decay a
+# per-run hyperparameter (a config's "weight_decay"). Runs without one keep
+# the programs above, with the benchmarks' constant DEFAULT_WEIGHT_DECAY.
+DEFAULT_WEIGHT_DECAY = _demo_models.WEIGHT_DECAY
+WEIGHT_DECAY_SPECS = {
+    "sf_adamw": _demo_models.OptimizerSpec(
+        "sf_adamw", SPECS["sf_adamw"].label, _sf_make("sf_adamw", True),
+        SPECS["sf_adamw"].learning_rate, START_GRIDS["sf_adamw"],
+        schedule_free=True),
+    "adamw_cosine": _demo_models.OptimizerSpec(
+        "adamw_cosine", SPECS["adamw_cosine"].label,
+        _adamw_cosine_weight_decay, SPECS["adamw_cosine"].learning_rate,
+        START_GRIDS["adamw_cosine"]),
+}
+
+
+def _weight_decay_of(config: dict[str, float] | None) -> float:
+  return (config or {}).get("weight_decay", DEFAULT_WEIGHT_DECAY)
+
+
+def _with_weight_decay(config: dict[str, float] | None,
+                       weight_decay: float) -> dict[str, float] | None:
+  """``config`` at ``weight_decay``; the default one is left implicit, so that
+  the runs of every other stage are the weight-decay stage's at the default."""
+  base = {k: v for k, v in (config or {}).items() if k != "weight_decay"}
+  if weight_decay != DEFAULT_WEIGHT_DECAY:
+    base["weight_decay"] = weight_decay
+  return base or None
 
 
 def _key(config: dict[str, float] | None) -> str:
   if not config:
     return "-"
-  return (f"b1={config['b1']:g},r={config['r']:g},"
-          f"warmup={config['warmup_fraction']:g}")
+  parts = []
+  if "b1" in config:
+    parts.append(f"b1={config['b1']:g},r={config['r']:g},"
+                 f"warmup={config['warmup_fraction']:g}")
+  if "weight_decay" in config:
+    parts.append(f"wd={config['weight_decay']:g}")
+  return ",".join(parts)
 
 
 class Records:
@@ -176,10 +216,13 @@ class Records:
               for c in configs}
     return min(configs, key=lambda c: scores[_key(c)])
 
-  def configs_run(self, method, steps) -> list[dict[str, float]]:
+  def configs_run(self, method, steps, weight_decay=False
+                  ) -> list[dict[str, float]]:
+    """The settings run, at the default weight decay (or only the others)."""
     seen = {}
     for r in self.records:
-      if r["method"] == method and r["steps"] == steps and r["config"]:
+      if (r["method"] == method and r["steps"] == steps and r["config"]
+          and ("weight_decay" in r["config"]) == weight_decay):
         seen.setdefault(_key(r["config"]), r["config"])
     return list(seen.values())
 
@@ -283,15 +326,28 @@ class Study(Records):
 
   def _train(self, method: str, todo: list[dict[str, Any]], steps: int,
              stops: Sequence[int]) -> None:
+    with_decay = [run for run in todo if "weight_decay" in (
+        run["config"] or {})]
+    for group in (with_decay, [run for run in todo if run not in with_decay]):
+      if group:
+        self._train_group(method, group, steps, stops)
+
+  def _train_group(self, method: str, todo: list[dict[str, Any]], steps: int,
+                   stops: Sequence[int]) -> None:
+    """Trains runs that share one program (all with a weight decay or none)."""
     start = time.perf_counter()
     seeds = [run["seed"] for run in todo]
-    if method in SCHEDULE_FREE:
+    weight_decay = "weight_decay" in (todo[0]["config"] or {})
+    names = (list(CURRENT) if method in SCHEDULE_FREE else []) + (
+        ["weight_decay"] if weight_decay else [])
+    if names:
       hparams = {"lr": [run["lr"] for run in todo]}
-      for name in CURRENT:
+      for name in names:
         hparams[name] = [run["config"][name] for run in todo]
     else:
       hparams = [run["lr"] for run in todo]
-    batch = _demo_models.Runs(self.task, SPECS[method], hparams, seeds, steps,
+    spec = (WEIGHT_DECAY_SPECS if weight_decay else SPECS)[method]
+    batch = _demo_models.Runs(self.task, spec, hparams, seeds, steps,
                               sequential=jax.default_backend() == "cpu")
     points = {}
     for stop in sorted(stops):
@@ -407,12 +463,27 @@ class Study(Records):
             self.train(b, runs, stop, [stop])
       return body
 
+    def weight_decay_stage():
+      # Weight decay and learning rate chosen jointly on the validation loss
+      # at T, the same grids for both methods; then seeds at the choice.
+      setting = self.search["weight_decay_setting"]
+      for m, base, stops in (("sf_adamw", setting, self.horizon_stops(T)),
+                             ("adamw_cosine", None, [T])):
+        configs = [_with_weight_decay(base, wd)
+                   for wd in self.search["weight_decays"]]
+        self.tune(m, configs, T, stops)
+        best = self.best_config(m, T, configs)
+        self.train(m, [{"config": best, "lr": self.best_lr(m, T, best),
+                        "seed": s} for s in seeds[1:]], T, stops)
+
     self.stage("1-search", search_stage)
     self.stage("2-warmup", warmup_stage)
     self.stage("3-seeds-T", seed_stage(T))
     if long_methods:
       self.stage("4-long", long_stage)
       self.stage("5-seeds-4T", seed_stage(LONG * T))
+    if self.search.get("weight_decays"):
+      self.stage("6-weight-decay", weight_decay_stage)
 
 
 # -------------------------------------------------------------------- analysis
@@ -495,7 +566,53 @@ def analyze(saved: dict[str, Any]) -> dict[str, Any]:
               "test_loss": [p["test_loss"] for p in points],
               "test_accuracy": [p["test_accuracy"] for p in points]}
     result["sensitivity"][str(horizon)] = sensitivity
+  weight_decay = _weight_decay_analysis(records, T)
+  if weight_decay:
+    result["weight_decay"] = weight_decay
   return result
+
+
+def _weight_decay_analysis(records, T) -> dict[str, Any]:
+  """The weight-decay stage: per method, each weight decay at its best lr."""
+  helper = Records(records)
+  out: dict[str, Any] = {}
+  for m, stops in (("sf_adamw", [T // 4, T // 2, T]), ("adamw_cosine", [T])):
+    decayed = helper.configs_run(m, T, weight_decay=True)
+    if not decayed:
+      return {}
+    base = _with_weight_decay(decayed[0], DEFAULT_WEIGHT_DECAY)
+    configs = [c for c in [base] + decayed
+               if _with_weight_decay(c, DEFAULT_WEIGHT_DECAY) == base
+               and helper.grid(m, T, c)]
+    configs.sort(key=_weight_decay_of)
+    per_wd = [{"weight_decay": _weight_decay_of(c),
+               "lr_grid": helper.grid(m, T, c),
+               "best_lr": helper.best_lr(m, T, c),
+               "val_loss": min(helper.val_losses(m, T, c).values())}
+              for c in configs]
+    best = helper.best_config(m, T, configs)
+    lr = helper.best_lr(m, T, best)
+    out[m] = {
+        "setting": _key(base), "per_weight_decay": per_wd,
+        "chosen": {
+            "weight_decay": _weight_decay_of(best), "lr": lr,
+            "weight_decay_at_grid_edge": best in (configs[0], configs[-1]),
+            "lr_at_grid_edge": lr in (helper.grid(m, T, best)[0],
+                                      helper.grid(m, T, best)[-1]),
+            "stops": {str(stop): _seed_metrics(records, m, T, best, lr, stop)
+                      for stop in stops}}}
+  chosen = lambda m: out[m]["chosen"]["stops"][str(T)]
+  out["test_loss_gap_at_T"] = (chosen("sf_adamw")["test_loss"]["mean"]
+                               - chosen("adamw_cosine")["test_loss"]["mean"])
+  out["test_accuracy_gap_at_T"] = (
+      chosen("sf_adamw")["test_accuracy"]["mean"]
+      - chosen("adamw_cosine")["test_accuracy"]["mean"])
+  out["what"] = (
+      "weight decay and learning rate chosen jointly on seed 0's validation "
+      "loss at T (Schedule-Free AdamW at 'setting', one run read at T/4, T/2 "
+      "and T; AdamW + warmup-cosine scheduled for T); test numbers over seeds "
+      "at the choice; gaps are Schedule-Free minus cosine")
+  return out
 
 
 def recommend(analyses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -554,6 +671,21 @@ def format_tables(summary: dict[str, Any]) -> str:
         lines.append(f"horizon {horizon}: test loss, accuracy (mean±std "
                      "over seeds) and chosen lr")
         lines += quality._columns(body)  # pylint: disable=protected-access
+    weight_decay = a.get("weight_decay")
+    if weight_decay:
+      T = a["config"]["steps"]
+      lines.append(f"weight decay at T = {T}: seed-0 validation loss at the "
+                   "best lr per weight decay; test at the choice")
+      for m in ("sf_adamw", "adamw_cosine"):
+        entry = weight_decay[m]
+        lines.append(f"  {m} {entry['setting']}: " + ", ".join(
+            f"{e['weight_decay']:g}: {e['val_loss']:.3f} ({e['best_lr']:g})"
+            for e in entry["per_weight_decay"]))
+        chosen = entry["chosen"]
+        lines.append(f"    chosen wd {chosen['weight_decay']:g}, lr "
+                     f"{chosen['lr']:g}: " + "; ".join(
+                         f"{stop}: {_cell({**at, 'lr': chosen['lr']})}"
+                         for stop, at in chosen["stops"].items()))
   if "recommended" in summary:
     lines.append(f"recommended: {summary['recommended']}")
   return "\n".join(lines)
@@ -653,6 +785,13 @@ def summarize(tasks: Sequence[str], out_dir: pathlib.Path,
 # ------------------------------------------------------------------------ main
 
 
+def _setting(item: str) -> dict[str, float]:
+  """``b1=B1,r=R,warmup=FRACTION`` as a Schedule-Free config."""
+  fields = dict(part.split("=") for part in item.split(","))
+  return dict(b1=float(fields["b1"]), r=float(fields["r"]),
+              warmup_fraction=float(fields["warmup"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
@@ -676,6 +815,15 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--no-task-best", action="store_true",
                       help="with --finalist: leave this task's own best "
                            "Schedule-Free AdamW setting out of stages 3-5")
+  parser.add_argument("--weight-decay", default=None, metavar="WD,WD,...",
+                      help="stage 6: Schedule-Free AdamW (at --wd-setting) "
+                           "and AdamW + cosine over these weight decays, "
+                           "jointly with the learning rate, at T")
+  parser.add_argument("--wd-setting", default=None,
+                      metavar="b1=B1,r=R,warmup=FRACTION",
+                      help="Schedule-Free AdamW's setting in stage 6 "
+                           "(default: the demo's, _demo_models.SF_ADAMW_"
+                           "SETTINGS)")
   parser.add_argument("--steps", type=int, default=None,
                       help="override T of every task")
   parser.add_argument("--summarize", action="store_true",
@@ -718,10 +866,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.no_task_best:
       search["task_best"] = False
     for item in args.finalist:
-      fields = dict(part.split("=") for part in item.split(","))
-      search.setdefault("extra_finalists", []).append(dict(
-          b1=float(fields["b1"]), r=float(fields["r"]),
-          warmup_fraction=float(fields["warmup"])))
+      search.setdefault("extra_finalists", []).append(_setting(item))
+    if args.weight_decay:
+      if "sf_adamw" not in methods:
+        parser.error("--weight-decay needs sf_adamw in --methods")
+      search["weight_decays"] = [float(v) for v in
+                                 args.weight_decay.split(",")]
+      search["weight_decay_setting"] = (
+          _setting(args.wd_setting) if args.wd_setting else {
+              k: v for k, v in _demo_models.SF_ADAMW_SETTINGS.items()
+              if k in CURRENT})
     for item in args.grid:
       method, _, values = item.partition("=")
       if method not in START_GRIDS:

@@ -182,6 +182,65 @@ def test_files_written_before_runs_accumulated_are_read(tmp_path):
                                 "commands": [], "stages": {"1-search": 3.0}}]
 
 
+# ------------------------------------------------------------- weight decay
+
+
+def _decay_helps_schedule_free(config):
+  # Schedule-Free's best weight decay is 0.1, the cosine's the default.
+  wd = study._weight_decay_of(config)
+  if config is None or "b1" not in config:
+    return 1.0 + abs(math.log10(wd) + 4)
+  return 1.2 + 0.1 * abs(math.log10(wd) + 1)
+
+
+def test_weight_decay_is_chosen_jointly_with_the_lr_at_equal_budget(
+    tmp_path):
+  setting = dict(b1=0.9, r=1.0, warmup_fraction=0.05)
+  search = {**study.QUICK_SEARCH, "weight_decays": [1e-4, 1e-2, 1e-1, 1.0],
+            "weight_decay_setting": setting}
+  fake = FakeStudy(tmp_path, _valley(1e-1), search,
+                   loss_of_config=_decay_helps_schedule_free)
+  fake.run(["sf_adamw"], [])
+  # The default weight decay's runs are the other stages' runs, not new ones.
+  assert len({(r["method"], r["steps"], study._key(r["config"]), r["lr"],
+               r["seed"]) for r in fake.records}) == len(fake.records)
+  analysis = study.analyze(json.loads(fake.out_path.read_text()))
+  decay = analysis["weight_decay"]
+  sf, cosine = decay["sf_adamw"], decay["adamw_cosine"]
+  assert sf["setting"] == study._key(setting)
+  assert cosine["setting"] == "-"
+  for entry in (sf, cosine):
+    assert [e["weight_decay"] for e in entry["per_weight_decay"]] == [
+        1e-4, 1e-2, 1e-1, 1.0]
+    # The same starting grid for every weight decay of both methods.
+    for e in entry["per_weight_decay"]:
+      assert set(study.QUICK_SEARCH["grids"]["adamw_cosine"]) <= set(
+          e["lr_grid"])
+  assert sf["chosen"]["weight_decay"] == 0.1
+  assert cosine["chosen"]["weight_decay"] == 1e-4
+  assert cosine["chosen"]["weight_decay_at_grid_edge"]
+  assert not sf["chosen"]["weight_decay_at_grid_edge"]
+  assert sf["chosen"]["lr"] == pytest.approx(1e-1)
+  at_t = sf["chosen"]["stops"]["8"]
+  assert at_t["seeds"] == [0, 1]
+  assert at_t["test_loss"]["mean"] == pytest.approx(1.2)
+  assert decay["test_loss_gap_at_T"] == pytest.approx(0.2)
+  # The weight-decay runs stay out of the search's settings and gap tables.
+  assert all("weight_decay" not in e["config"]
+             for e in analysis["settings"]["sf_adamw"])
+
+
+def test_weight_decay_default_is_implicit():
+  setting = dict(b1=0.9, r=1.0, warmup_fraction=0.05)
+  assert study._with_weight_decay(setting, study.DEFAULT_WEIGHT_DECAY) == (
+      setting)
+  assert study._with_weight_decay(None, study.DEFAULT_WEIGHT_DECAY) is None
+  assert study._with_weight_decay(None, 0.1) == {"weight_decay": 0.1}
+  assert study._key({"weight_decay": 0.1}) == "wd=0.1"
+  assert study._key({**setting, "weight_decay": 0.0}) == (
+      "b1=0.9,r=1,warmup=0.05,wd=0")
+
+
 def _analysis(task, sf_val_losses, cosine_val_loss):
   records = [{"method": "adamw_cosine", "steps": 8, "config": None,
               "lr": 1e-2, "seed": 0,
@@ -222,7 +281,8 @@ def run(tmp_path_factory):
   out = tmp_path_factory.mktemp("study")
   summary = study.main(["--quick", "--tasks", "mnist1d", "--methods",
                         "sf_adamw", "--steps", str(STEPS), "--out-dir",
-                        str(out)])
+                        str(out), "--weight-decay", "1e-4,0.5",
+                        "--wd-setting", "b1=0.9,r=0,warmup=0.05"])
   saved = json.loads((out / "schedule_free_study-mnist1d.json").read_text())
   return out, summary, saved
 
@@ -242,6 +302,25 @@ def test_recommended_settings_build_the_optimizer(run):
   assert recommended["b1"] in study.QUICK_SEARCH["b1s"]
   assert recommended["r"] in study.QUICK_SEARCH["rs"]["sf_adamw"]
   optfree.schedule_free_adamw(1e-3, **recommended)
+
+
+def test_weight_decay_runs_train_with_their_weight_decay(run):
+  _, summary, saved = run
+  decay = summary["tasks"]["mnist1d"]["weight_decay"]
+  for m in ("sf_adamw", "adamw_cosine"):
+    assert [e["weight_decay"] for e in decay[m]["per_weight_decay"]] == [
+        1e-4, 0.5]
+  # The same lr and seed at another weight decay is another model.
+  records = study.Records(saved["records"])
+  setting = dict(b1=0.9, r=0.0, warmup_fraction=0.05)
+  for m, config in (("sf_adamw", setting), ("adamw_cosine", None)):
+    for lr in records.grid(m, STEPS, study._with_weight_decay(config, 0.5)):
+      default = records.find(m, STEPS, config, lr, 0)
+      decayed = records.find(m, STEPS, study._with_weight_decay(config, 0.5),
+                             lr, 0)
+      if default is not None:
+        assert (default["points"][str(STEPS)]["val_loss"]
+                != decayed["points"][str(STEPS)]["val_loss"])
 
 
 def test_gap_tables_use_choices_made_on_validation(run):
