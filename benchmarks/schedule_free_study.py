@@ -761,6 +761,34 @@ def plot(analysis: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
   return path
 
 
+def plot_weight_decay(analysis: dict[str, Any],
+                      out_dir: pathlib.Path) -> pathlib.Path:
+  """Validation loss at T against weight decay, each at its best lr."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  decay = analysis["weight_decay"]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for m in ("sf_adamw", "adamw_cosine"):
+    entries = decay[m]["per_weight_decay"]
+    ax.plot([e["weight_decay"] for e in entries],
+            [e["val_loss"] for e in entries], "o-",
+            label=f"{m} {decay[m]['setting']}".replace(" -", " (for T)"))
+  ax.set_xscale("log")
+  ax.set_xlabel("weight decay (decoupled: lr * wd of the weights per step)")
+  ax.set_ylabel(f"validation loss at T = {analysis['config']['steps']} "
+                "(seed 0, best lr)")
+  ax.set_title(f"{analysis['task']}: weight decay", fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = out_dir / f"schedule_free_study-{analysis['task']}-weight-decay.png"
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def summarize(tasks: Sequence[str], out_dir: pathlib.Path,
               command: str) -> dict[str, Any]:
   analyses = []
@@ -777,6 +805,8 @@ def summarize(tasks: Sequence[str], out_dir: pathlib.Path,
     a.pop("_records")
     summary["tasks"][a["task"]] = a
     plot(a, out_dir)
+    if "weight_decay" in a:
+      plot_weight_decay(a, out_dir)
   (out_dir / "schedule_free_study.json").write_text(
       json.dumps(summary, indent=1))
   return summary

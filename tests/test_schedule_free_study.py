@@ -291,8 +291,9 @@ def test_writes_summary_json_and_plot(run):
   out, summary, _ = run
   assert json.loads((out / "schedule_free_study.json").read_text()) == (
       json.loads(json.dumps(summary)))
-  png = out / "schedule_free_study-mnist1d.png"
-  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  for name in ("mnist1d", "mnist1d-weight-decay"):
+    png = out / f"schedule_free_study-{name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_recommended_settings_build_the_optimizer(run):
