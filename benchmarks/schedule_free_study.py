@@ -31,22 +31,34 @@ runs of a stage train inside it one after another on CPU, see
    settings, their learning rates tuned again, and the cosine baseline tuned
    for 2T and 4T (T = 4T/4 comes from stage 1).
 5. seeds at 4T, as stage 3.
+6. weight decay, horizon T (with ``--weight-decay``): Schedule-Free AdamW at
+   one setting (``--wd-setting``, default the demo's) and AdamW +
+   warmup-cosine scheduled for T, each over the same weight-decay grid
+   jointly with its learning rate (both decoupled: lr * wd of the weights
+   removed per step); (wd, lr) chosen on seed 0's validation loss at T, then
+   seeds 1 and 2 at the choice. The other stages run at the benchmarks'
+   weight decay, ``_demo_models.WEIGHT_DECAY``, whose runs this stage reuses.
 A Schedule-Free run of horizon H is one run of H steps read at H/4, H/2 and
 H; its warmup is a fraction of H and its learning rate is chosen at H.
 
 The recommendation (the JSON's ``"recommended"``) is the Schedule-Free AdamW
 setting with the lowest validation loss at T relative to the tuned
-AdamW-cosine, averaged over the tasks, among the settings every task ran;
-horizon 4T then tests it with only its learning rate tuned, the same budget
-as the cosine baseline.
+AdamW-cosine, averaged over the tasks, among the settings every task ran
+(at the default weight decay; stage 6 is reported apart); horizon 4T then
+tests it with only its learning rate tuned, the same budget as the cosine
+baseline.
 
 Writes benchmarks/results/schedule_free_study-<task>.json after every batch
-of runs (a cut run keeps its data, and a rerun with the same options resumes
-from it), schedule_free_study.json (both tasks, the recommendation, gap
-tables, learning-rate sensitivity) and schedule_free_study-<task>.png.
+of runs, schedule_free_study.json (both tasks, the recommendation, gap
+tables, learning-rate sensitivity, weight decay) and
+schedule_free_study-<task>[-weight-decay].png. Runs accumulate: an
+invocation keeps every run already in the task's JSON (from any methods or
+options), trains only the runs it lacks (so a cut run resumes) and appends
+its options and commands to the JSON's ``"invocations"``; the summary is
+built from all of them.
 
-The committed results come from (2 shared CPU cores; see the guide
-docs/guides/schedule_free_tuning.md for why MNIST-1D's search is smaller):
+The committed results come from these invocations, in this order (2 shared
+CPU cores; see docs/guides/schedule_free_tuning.md for the budget):
 
   python benchmarks/schedule_free_study.py --tasks charlm \
       --long-methods sf_adamw,sf_sgd --finalist b1=0.9,r=1,warmup=0.05
@@ -54,9 +66,19 @@ docs/guides/schedule_free_tuning.md for why MNIST-1D's search is smaller):
       --methods sf_adamw --one-at-a-time --grid sf_adamw=0.003,0.01,0.03 \
       --grid adamw_cosine=0.01,0.03,0.1 --finalist b1=0.9,r=1,warmup=0.05 \
       --no-task-best
-(each resumed from its saved runs after the recommendation was known; the
-MNIST-1D one first ran without the last two options, so its own best setting
-also has seeds at T)
+(these two first ran without ``--finalist``/``--no-task-best`` and resumed
+with them once the recommendation was known; their JSON entries predate
+``"invocations"`` and record the options, not the commands)
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_sgd \
+      --one-at-a-time --grid sf_sgd=1,3,10 --grid sgd_cosine=0.03,0.1,0.3
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_adamw \
+      --grid sf_adamw=0.003,0.01,0.03 --grid adamw_cosine=0.01,0.03,0.1 \
+      --finalist b1=0.9,r=1,warmup=0.05
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_adamw \
+      --grid sf_adamw=0.003,0.01,0.03 --grid adamw_cosine=0.01,0.03,0.1 \
+      --finalist b1=0.9,r=1,warmup=0.05 \
+      --weight-decay 1e-4,1e-3,1e-2,3e-2,0.1,0.3,1 \
+      --wd-setting b1=0.9,r=1,warmup=0.05
   python benchmarks/schedule_free_study.py --summarize
   python benchmarks/schedule_free_study.py --quick     # smoke run, minutes
 """
