@@ -488,15 +488,18 @@ class Study(Records):
     def weight_decay_stage():
       # Weight decay and learning rate chosen jointly on the validation loss
       # at T, the same grids for both methods; then seeds at the choice.
+      # The cosine is scheduled for, and tuned at, each stop, as in stage 1.
       setting = self.search["weight_decay_setting"]
-      for m, base, stops in (("sf_adamw", setting, self.horizon_stops(T)),
-                             ("adamw_cosine", None, [T])):
+      runs = [("sf_adamw", setting, T, self.horizon_stops(T))] + [
+          ("adamw_cosine", None, stop, [stop])
+          for stop in self.horizon_stops(T)]
+      for m, base, steps, stops in runs:
         configs = [_with_weight_decay(base, wd)
                    for wd in self.search["weight_decays"]]
-        self.tune(m, configs, T, stops)
-        best = self.best_config(m, T, configs)
-        self.train(m, [{"config": best, "lr": self.best_lr(m, T, best),
-                        "seed": s} for s in seeds[1:]], T, stops)
+        self.tune(m, configs, steps, stops)
+        best = self.best_config(m, steps, configs)
+        self.train(m, [{"config": best, "lr": self.best_lr(m, steps, best),
+                        "seed": s} for s in seeds[1:]], steps, stops)
 
     self.stage("1-search", search_stage)
     self.stage("2-warmup", warmup_stage)
@@ -595,46 +598,57 @@ def analyze(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _weight_decay_analysis(records, T) -> dict[str, Any]:
-  """The weight-decay stage: per method, each weight decay at its best lr."""
+  """The weight-decay stage: each weight decay at its best lr, the choice.
+
+  Schedule-Free AdamW: one run of T steps, chosen at T, read at each stop;
+  AdamW + cosine: scheduled for and chosen at each stop.
+  """
   helper = Records(records)
-  out: dict[str, Any] = {}
-  for m, stops in (("sf_adamw", [T // 4, T // 2, T]), ("adamw_cosine", [T])):
-    decayed = helper.configs_run(m, T, weight_decay=True)
+  stops = [T // 4, T // 2, T]
+
+  def choose(m, steps, stop):
+    decayed = helper.configs_run(m, steps, weight_decay=True)
     if not decayed:
-      return {}
+      return None
     base = _with_weight_decay(decayed[0], DEFAULT_WEIGHT_DECAY)
-    configs = [c for c in [base] + decayed
-               if _with_weight_decay(c, DEFAULT_WEIGHT_DECAY) == base
-               and helper.grid(m, T, c)]
-    configs.sort(key=_weight_decay_of)
-    per_wd = [{"weight_decay": _weight_decay_of(c),
-               "lr_grid": helper.grid(m, T, c),
-               "best_lr": helper.best_lr(m, T, c),
-               "val_loss": min(helper.val_losses(m, T, c).values())}
-              for c in configs]
-    best = helper.best_config(m, T, configs)
-    lr = helper.best_lr(m, T, best)
-    out[m] = {
-        "setting": _key(base), "per_weight_decay": per_wd,
-        "chosen": {
-            "weight_decay": _weight_decay_of(best), "lr": lr,
-            "weight_decay_at_grid_edge": best in (configs[0], configs[-1]),
-            "lr_at_grid_edge": lr in (helper.grid(m, T, best)[0],
-                                      helper.grid(m, T, best)[-1]),
-            "stops": {str(stop): _seed_metrics(records, m, T, best, lr, stop)
-                      for stop in stops}}}
-  chosen = lambda m: out[m]["chosen"]["stops"][str(T)]
-  out["test_loss_gap_at_T"] = (chosen("sf_adamw")["test_loss"]["mean"]
-                               - chosen("adamw_cosine")["test_loss"]["mean"])
-  out["test_accuracy_gap_at_T"] = (
-      chosen("sf_adamw")["test_accuracy"]["mean"]
-      - chosen("adamw_cosine")["test_accuracy"]["mean"])
-  out["what"] = (
-      "weight decay and learning rate chosen jointly on seed 0's validation "
-      "loss at T (Schedule-Free AdamW at 'setting', one run read at T/4, T/2 "
-      "and T; AdamW + warmup-cosine scheduled for T); test numbers over seeds "
-      "at the choice; gaps are Schedule-Free minus cosine")
-  return out
+    configs = sorted((c for c in [base] + decayed
+                      if _with_weight_decay(c, DEFAULT_WEIGHT_DECAY) == base
+                      and helper.grid(m, steps, c)), key=_weight_decay_of)
+    best = helper.best_config(m, steps, configs)
+    lr = helper.best_lr(m, steps, best)
+    return {
+        "setting": _key(base),
+        "per_weight_decay": [
+            {"weight_decay": _weight_decay_of(c),
+             "lr_grid": helper.grid(m, steps, c),
+             "best_lr": helper.best_lr(m, steps, c),
+             "val_loss": min(helper.val_losses(m, steps, c).values())}
+            for c in configs],
+        "weight_decay": _weight_decay_of(best), "lr": lr,
+        "weight_decay_at_grid_edge": best in (configs[0], configs[-1]),
+        "lr_at_grid_edge": lr in (helper.grid(m, steps, best)[0],
+                                  helper.grid(m, steps, best)[-1]),
+        **_seed_metrics(records, m, steps, best, lr, stop)}
+
+  rows = []
+  for stop in stops:
+    cosine = choose("adamw_cosine", stop, stop)
+    schedule_free = choose("sf_adamw", T, stop)
+    if cosine is None or schedule_free is None:
+      return {}
+    row = {"stop": stop, "adamw_cosine": cosine, "sf_adamw": schedule_free}
+    for metric in ("test_loss", "test_accuracy"):
+      row[f"{metric}_gap"] = (schedule_free[metric]["mean"]
+                              - cosine[metric]["mean"])
+    rows.append(row)
+  return {
+      "what": ("weight decay and learning rate chosen jointly on seed 0's "
+               "validation loss: Schedule-Free AdamW at 'setting', one run "
+               "of T steps chosen at T and read at each stop; AdamW + "
+               "warmup-cosine scheduled for and chosen at each stop. Test "
+               "numbers over seeds at the choice; gaps are Schedule-Free "
+               "minus cosine"),
+      "rows": rows}
 
 
 def recommend(analyses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -695,19 +709,18 @@ def format_tables(summary: dict[str, Any]) -> str:
         lines += quality._columns(body)  # pylint: disable=protected-access
     weight_decay = a.get("weight_decay")
     if weight_decay:
-      T = a["config"]["steps"]
-      lines.append(f"weight decay at T = {T}: seed-0 validation loss at the "
-                   "best lr per weight decay; test at the choice")
-      for m in ("sf_adamw", "adamw_cosine"):
-        entry = weight_decay[m]
-        lines.append(f"  {m} {entry['setting']}: " + ", ".join(
-            f"{e['weight_decay']:g}: {e['val_loss']:.3f} ({e['best_lr']:g})"
-            for e in entry["per_weight_decay"]))
-        chosen = entry["chosen"]
-        lines.append(f"    chosen wd {chosen['weight_decay']:g}, lr "
-                     f"{chosen['lr']:g}: " + "; ".join(
-                         f"{stop}: {_cell({**at, 'lr': chosen['lr']})}"
-                         for stop, at in chosen["stops"].items()))
+      lines.append("weight decay, chosen with the lr on validation (seed-0 "
+                   "validation loss per weight decay at its best lr); test "
+                   "at the choice")
+      for row in weight_decay["rows"]:
+        lines.append(f"  stop {row['stop']}:")
+        for m in ("adamw_cosine", "sf_adamw"):
+          entry = row[m]
+          lines.append(
+              f"    {m} {entry['setting']}: wd {entry['weight_decay']:g} "
+              f"{_cell(entry)}; " + ", ".join(
+                  f"{e['weight_decay']:g}: {e['val_loss']:.3f} "
+                  f"({e['best_lr']:g})" for e in entry["per_weight_decay"]))
   if "recommended" in summary:
     lines.append(f"recommended: {summary['recommended']}")
   return "\n".join(lines)
@@ -790,17 +803,20 @@ def plot_weight_decay(analysis: dict[str, Any],
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  decay = analysis["weight_decay"]
+  rows = analysis["weight_decay"]["rows"]
   fig, ax = plt.subplots(figsize=(6, 4))
-  for m in ("sf_adamw", "adamw_cosine"):
-    entries = decay[m]["per_weight_decay"]
-    ax.plot([e["weight_decay"] for e in entries],
-            [e["val_loss"] for e in entries], "o-",
-            label=f"{m} {decay[m]['setting']}".replace(" -", " (for T)"))
+  for row in rows:
+    for m, style in (("adamw_cosine", "o-"), ("sf_adamw", "s--")):
+      entries = row[m]["per_weight_decay"]
+      if m == "sf_adamw" and row is not rows[-1]:
+        continue  # one Schedule-Free run, chosen at T
+      label = (f"AdamW + cosine for {row['stop']}" if m == "adamw_cosine"
+               else f"Schedule-Free AdamW {row[m]['setting']}")
+      ax.plot([e["weight_decay"] for e in entries],
+              [e["val_loss"] for e in entries], style, label=label)
   ax.set_xscale("log")
   ax.set_xlabel("weight decay (decoupled: lr * wd of the weights per step)")
-  ax.set_ylabel(f"validation loss at T = {analysis['config']['steps']} "
-                "(seed 0, best lr)")
+  ax.set_ylabel("validation loss at the stop (seed 0, best lr)")
   ax.set_title(f"{analysis['task']}: weight decay", fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)

@@ -205,26 +205,31 @@ def test_weight_decay_is_chosen_jointly_with_the_lr_at_equal_budget(
   assert len({(r["method"], r["steps"], study._key(r["config"]), r["lr"],
                r["seed"]) for r in fake.records}) == len(fake.records)
   analysis = study.analyze(json.loads(fake.out_path.read_text()))
-  decay = analysis["weight_decay"]
-  sf, cosine = decay["sf_adamw"], decay["adamw_cosine"]
-  assert sf["setting"] == study._key(setting)
-  assert cosine["setting"] == "-"
-  for entry in (sf, cosine):
-    assert [e["weight_decay"] for e in entry["per_weight_decay"]] == [
-        1e-4, 1e-2, 1e-1, 1.0]
-    # The same starting grid for every weight decay of both methods.
-    for e in entry["per_weight_decay"]:
-      assert set(study.QUICK_SEARCH["grids"]["adamw_cosine"]) <= set(
-          e["lr_grid"])
-  assert sf["chosen"]["weight_decay"] == 0.1
-  assert cosine["chosen"]["weight_decay"] == 1e-4
-  assert cosine["chosen"]["weight_decay_at_grid_edge"]
-  assert not sf["chosen"]["weight_decay_at_grid_edge"]
-  assert sf["chosen"]["lr"] == pytest.approx(1e-1)
-  at_t = sf["chosen"]["stops"]["8"]
-  assert at_t["seeds"] == [0, 1]
-  assert at_t["test_loss"]["mean"] == pytest.approx(1.2)
-  assert decay["test_loss_gap_at_T"] == pytest.approx(0.2)
+  rows = analysis["weight_decay"]["rows"]
+  assert [row["stop"] for row in rows] == [2, 4, 8]
+  for row in rows:
+    sf, cosine = row["sf_adamw"], row["adamw_cosine"]
+    assert sf["setting"] == study._key(setting)
+    assert cosine["setting"] == "-"
+    for entry in (sf, cosine):
+      assert [e["weight_decay"] for e in entry["per_weight_decay"]] == [
+          1e-4, 1e-2, 1e-1, 1.0]
+      # The same starting grid for every weight decay of both methods.
+      for e in entry["per_weight_decay"]:
+        assert set(study.QUICK_SEARCH["grids"]["adamw_cosine"]) <= set(
+            e["lr_grid"])
+      assert entry["seeds"] == [0, 1]
+    # The cosine scheduled for this stop, Schedule-Free's one run of 8.
+    assert fake.val_losses("adamw_cosine", row["stop"], None)
+    assert sf["weight_decay"] == 0.1
+    assert cosine["weight_decay"] == 1e-4
+    assert cosine["weight_decay_at_grid_edge"]
+    assert not sf["weight_decay_at_grid_edge"]
+    assert sf["lr"] == pytest.approx(1e-1)
+    assert sf["test_loss"]["mean"] == pytest.approx(1.2)
+    assert row["test_loss_gap"] == pytest.approx(
+        sf["test_loss"]["mean"] - cosine["test_loss"]["mean"])
+  assert rows[-1]["test_loss_gap"] == pytest.approx(0.2)
   # The weight-decay runs stay out of the search's settings and gap tables.
   assert all("weight_decay" not in e["config"]
              for e in analysis["settings"]["sf_adamw"])
@@ -307,10 +312,10 @@ def test_recommended_settings_build_the_optimizer(run):
 
 def test_weight_decay_runs_train_with_their_weight_decay(run):
   _, summary, saved = run
-  decay = summary["tasks"]["mnist1d"]["weight_decay"]
-  for m in ("sf_adamw", "adamw_cosine"):
-    assert [e["weight_decay"] for e in decay[m]["per_weight_decay"]] == [
-        1e-4, 0.5]
+  for row in summary["tasks"]["mnist1d"]["weight_decay"]["rows"]:
+    for m in ("sf_adamw", "adamw_cosine"):
+      assert [e["weight_decay"] for e in row[m]["per_weight_decay"]] == [
+          1e-4, 0.5]
   # The same lr and seed at another weight decay is another model.
   records = study.Records(saved["records"])
   setting = dict(b1=0.9, r=0.0, warmup_fraction=0.05)
