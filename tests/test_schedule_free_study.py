@@ -388,3 +388,24 @@ def test_committed_choices_are_inside_their_grids_at_both_horizons():
             assert entry["lr_grid"][0] < entry["lr"] < entry["lr_grid"][-1], (
                 task, row["stop"], key)
             assert entry["seeds"] == [0, 1, 2]
+
+
+def test_readme_study_figures_are_the_committed_results():
+  readme = " ".join((PATH.parents[1] / "README.md").read_text().split())
+  key = study._key({k: v for k, v in COMMITTED["recommended"].items()
+                    if k in study.CURRENT})
+
+  def end(task, horizon):
+    row = COMMITTED["tasks"][task]["gaps"][str(horizon)]["sf_adamw"][-1]
+    return row[key]["test_loss"]["mean"], row["adamw_cosine"]["test_loss"][
+        "mean"]
+
+  sf, cosine = end("charlm", 4 * 400)
+  assert f"({sf:.3f} against {cosine:.3f} at 4T = 1600 steps)" in readme
+  sf, cosine = end("mnist1d", 800)
+  assert f"(test loss {sf:.3f} against {cosine:.3f} at T = 800 steps)" in (
+      readme)
+  row = COMMITTED["tasks"]["mnist1d"]["weight_decay"]["rows"][-1]
+  assert row["sf_adamw"]["setting"] == key
+  assert (f"closes most of it ({row['sf_adamw']['test_loss']['mean']:.3f} "
+          f"against {row['adamw_cosine']['test_loss']['mean']:.3f})") in readme
