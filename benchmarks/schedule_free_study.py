@@ -504,6 +504,23 @@ class Study(Records):
         best = self.best_config(m, steps, configs)
         self.train(m, [{"config": best, "lr": self.best_lr(m, steps, best),
                         "seed": s} for s in seeds[1:]], steps, stops)
+      if self.search.get("weight_decay_long"):
+        # At 4T each method keeps the weight decay it chose at T and tunes
+        # its learning rate again, the budget of stage 4.
+        H = LONG * T
+        chosen = {m: self.best_config(m, T, [
+            _with_weight_decay(base, wd)
+            for wd in self.search["weight_decays"]])
+                  for m, base in (("sf_adamw", setting),
+                                  ("adamw_cosine", None))}
+        runs = [("sf_adamw", H, self.horizon_stops(H))] + [
+            ("adamw_cosine", stop, [stop])
+            for stop in self.horizon_stops(H)[1:]]
+        for m, steps, stops in runs:
+          self.tune(m, [chosen[m]], steps, stops)
+          lr = self.best_lr(m, steps, chosen[m])
+          self.train(m, [{"config": chosen[m], "lr": lr, "seed": s}
+                         for s in seeds[1:]], steps, stops)
 
     self.stage("1-search", search_stage)
     self.stage("2-warmup", warmup_stage)
@@ -628,7 +645,7 @@ def _weight_decay_analysis(records, T) -> dict[str, Any]:
              "best_lr": helper.best_lr(m, steps, c),
              "val_loss": min(helper.val_losses(m, steps, c).values())}
             for c in configs],
-        "weight_decay": _weight_decay_of(best), "lr": lr,
+        "config": best, "weight_decay": _weight_decay_of(best), "lr": lr,
         "weight_decay_at_grid_edge": best in (configs[0], configs[-1]),
         "lr_at_grid_edge": lr in (helper.grid(m, steps, best)[0],
                                   helper.grid(m, steps, best)[-1]),
@@ -645,7 +662,7 @@ def _weight_decay_analysis(records, T) -> dict[str, Any]:
       row[f"{metric}_gap"] = (schedule_free[metric]["mean"]
                               - cosine[metric]["mean"])
     rows.append(row)
-  return {
+  result = {
       "what": ("weight decay and learning rate chosen jointly on seed 0's "
                "validation loss: Schedule-Free AdamW at 'setting', one run "
                "of T steps chosen at T and read at each stop; AdamW + "
@@ -653,6 +670,40 @@ def _weight_decay_analysis(records, T) -> dict[str, Any]:
                "numbers over seeds at the choice; gaps are Schedule-Free "
                "minus cosine"),
       "rows": rows}
+  long_rows = _weight_decay_long_rows(
+      records, T, rows[-1]["sf_adamw"]["config"],
+      rows[-1]["adamw_cosine"]["config"])
+  if long_rows:
+    result["long_rows"] = long_rows
+    result["long_what"] = (
+        "horizon 4T: each method at the weight decay it chose at T, its "
+        "learning rate tuned again (Schedule-Free at 4T, the cosine for each "
+        "stop)")
+  return result
+
+
+def _weight_decay_long_rows(records, T, sf_config, cosine_config):
+  """Horizon 4T at the weight decays chosen at T; [] if not run."""
+  helper = Records(records)
+  H = LONG * T
+  if not helper.grid("sf_adamw", H, sf_config):
+    return []
+  rows = []
+  for stop in (T, 2 * T, H):
+    if not helper.grid("adamw_cosine", stop, cosine_config):
+      return []
+    row = {"stop": stop}
+    for m, steps, config in (("adamw_cosine", stop, cosine_config),
+                             ("sf_adamw", H, sf_config)):
+      lr = helper.best_lr(m, steps, config)
+      row[m] = {"setting": _key(config), "lr": lr,
+                "lr_grid": helper.grid(m, steps, config),
+                **_seed_metrics(records, m, steps, config, lr, stop)}
+    for metric in ("test_loss", "test_accuracy"):
+      row[f"{metric}_gap"] = (row["sf_adamw"][metric]["mean"]
+                              - row["adamw_cosine"][metric]["mean"])
+    rows.append(row)
+  return rows
 
 
 def recommend(analyses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -725,6 +776,10 @@ def format_tables(summary: dict[str, Any]) -> str:
               f"{_cell(entry)}; " + ", ".join(
                   f"{e['weight_decay']:g}: {e['val_loss']:.3f} "
                   f"({e['best_lr']:g})" for e in entry["per_weight_decay"]))
+      for row in weight_decay.get("long_rows", []):
+        lines.append(f"  horizon 4T, stop {row['stop']}: " + "; ".join(
+            f"{m} {row[m]['setting']} {_cell(row[m])}"
+            for m in ("adamw_cosine", "sf_adamw")))
   if "recommended" in summary:
     lines.append(f"recommended: {summary['recommended']}")
   return "\n".join(lines)
@@ -896,6 +951,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Schedule-Free AdamW's setting in stage 6 "
                            "(default: the demo's, _demo_models.SF_ADAMW_"
                            "SETTINGS)")
+  parser.add_argument("--wd-long", action="store_true",
+                      help="stage 6 also at 4T: each method at the weight "
+                           "decay it chose at T, its learning rate tuned "
+                           "again")
   parser.add_argument("--steps", type=int, default=None,
                       help="override T of every task")
   parser.add_argument("--summarize", action="store_true",
@@ -944,6 +1003,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--weight-decay needs sf_adamw in --methods")
       search["weight_decays"] = [float(v) for v in
                                  args.weight_decay.split(",")]
+      if args.wd_long:
+        search["weight_decay_long"] = True
       search["weight_decay_setting"] = (
           _setting(args.wd_setting) if args.wd_setting else {
               k: v for k, v in _demo_models.SF_ADAMW_SETTINGS.items()

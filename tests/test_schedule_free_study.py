@@ -233,6 +233,30 @@ def test_weight_decay_is_chosen_jointly_with_the_lr_at_equal_budget(
   # The weight-decay runs stay out of the search's settings and gap tables.
   assert all("weight_decay" not in e["config"]
              for e in analysis["settings"]["sf_adamw"])
+  assert "long_rows" not in analysis["weight_decay"]
+
+
+def test_weight_decay_at_4t_keeps_each_methods_choice_at_t(tmp_path):
+  setting = dict(b1=0.9, r=1.0, warmup_fraction=0.05)
+  search = {**study.QUICK_SEARCH, "weight_decays": [1e-4, 1e-1],
+            "weight_decay_setting": setting, "weight_decay_long": True}
+  fake = FakeStudy(tmp_path, _valley(1e-1), search,
+                   loss_of_config=_decay_helps_schedule_free)
+  fake.run(["sf_adamw"], [])
+  decay = study.analyze(json.loads(fake.out_path.read_text()))[
+      "weight_decay"]
+  rows = decay["long_rows"]
+  assert [row["stop"] for row in rows] == [8, 16, 32]
+  sf_config = {**setting, "weight_decay": 0.1}
+  for row in rows:
+    assert row["sf_adamw"]["setting"] == study._key(sf_config)
+    assert row["adamw_cosine"]["setting"] == "-"  # its choice, the default
+    assert row["sf_adamw"]["seeds"] == row["adamw_cosine"]["seeds"] == [0, 1]
+  # Only the learning rate was tuned at 4T: one weight decay per method.
+  assert fake.configs_run("sf_adamw", 32, weight_decay=True) == [sf_config]
+  assert not fake.configs_run("sf_adamw", 32)
+  assert fake.grid("adamw_cosine", 32, None)
+  assert not fake.configs_run("adamw_cosine", 32, weight_decay=True)
 
 
 def test_weight_decay_default_is_implicit():
