@@ -33,11 +33,15 @@ runs of a stage train inside it one after another on CPU, see
 5. seeds at 4T, as stage 3.
 6. weight decay, horizon T (with ``--weight-decay``): Schedule-Free AdamW at
    one setting (``--wd-setting``, default the demo's) and AdamW +
-   warmup-cosine scheduled for T, each over the same weight-decay grid
-   jointly with its learning rate (both decoupled: lr * wd of the weights
-   removed per step); (wd, lr) chosen on seed 0's validation loss at T, then
-   seeds 1 and 2 at the choice. The other stages run at the benchmarks'
-   weight decay, ``_demo_models.WEIGHT_DECAY``, whose runs this stage reuses.
+   warmup-cosine scheduled for each of T/4, T/2 and T, each over the same
+   weight-decay grid jointly with its learning rate (both decoupled: lr * wd
+   of the weights removed per step); (wd, lr) chosen on seed 0's validation
+   loss (Schedule-Free's at T, the cosine's at its stop), then seeds 1 and 2
+   at the choice. With ``--wd-long`` also at 4T: each method at the weight
+   decay it chose at T, its learning rate tuned again (Schedule-Free at 4T,
+   the cosine for 2T and 4T), and seeds. The other stages run at the
+   benchmarks' weight decay, ``_demo_models.WEIGHT_DECAY``, whose runs this
+   stage reuses.
 A Schedule-Free run of horizon H is one run of H steps read at H/4, H/2 and
 H; its warmup is a fraction of H and its learning rate is chosen at H.
 
