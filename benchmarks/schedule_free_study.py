@@ -73,10 +73,6 @@ CPU cores; see docs/guides/schedule_free_tuning.md for the budget):
 (these two first ran without ``--finalist``/``--no-task-best`` and resumed
 with them once the recommendation was known; their JSON entries predate
 ``"invocations"`` and record the options, not the commands)
-  python benchmarks/schedule_free_study.py --tasks charlm \
-      --long-methods sf_adamw,sf_sgd --finalist b1=0.9,r=1,warmup=0.05 \
-      --weight-decay 1e-4,1e-3,1e-2,3e-2,0.1,0.3,1 \
-      --wd-setting b1=0.9,r=1,warmup=0.05
   python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_sgd \
       --one-at-a-time --grid sf_sgd=1,3,10 --grid sgd_cosine=0.03,0.1,0.3
   python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_adamw \
@@ -86,7 +82,14 @@ with them once the recommendation was known; their JSON entries predate
       --grid sf_adamw=0.003,0.01,0.03 --grid adamw_cosine=0.01,0.03,0.1 \
       --finalist b1=0.9,r=1,warmup=0.05 \
       --weight-decay 1e-4,1e-3,1e-2,3e-2,0.1,0.3,1 \
-      --wd-setting b1=0.9,r=1,warmup=0.05
+      --wd-setting b1=0.9,r=1,warmup=0.05 --wd-long
+  python benchmarks/schedule_free_study.py --tasks charlm \
+      --long-methods sf_adamw,sf_sgd --finalist b1=0.9,r=1,warmup=0.05 \
+      --weight-decay 1e-4,1e-3,1e-2,3e-2,0.1,0.3,1 \
+      --wd-setting b1=0.9,r=1,warmup=0.05 --wd-long
+(the two with ``--weight-decay`` first ran without ``--wd-long``, the
+MNIST-1D one also before stage 6 tuned the cosine for T/4 and T/2; each
+JSON's "invocations" records every command)
   python benchmarks/schedule_free_study.py --summarize
   python benchmarks/schedule_free_study.py --quick     # smoke run, minutes
 """
