@@ -433,3 +433,25 @@ def test_readme_study_figures_are_the_committed_results():
   assert row["sf_adamw"]["setting"] == key
   assert (f"closes most of it ({row['sf_adamw']['test_loss']['mean']:.3f} "
           f"against {row['adamw_cosine']['test_loss']['mean']:.3f})") in readme
+
+
+def test_committed_weight_decay_choices_are_inside_their_grids():
+  for task in ("mnist1d", "charlm"):
+    decay = COMMITTED["tasks"][task]["weight_decay"]
+    for row in decay["rows"]:
+      for m in ("adamw_cosine", "sf_adamw"):
+        entry = row[m]
+        assert not entry["weight_decay_at_grid_edge"], (task, row["stop"], m)
+        assert not entry["lr_at_grid_edge"], (task, row["stop"], m)
+        assert entry["seeds"] == [0, 1, 2]
+    for row in decay["long_rows"]:
+      for m in ("adamw_cosine", "sf_adamw"):
+        entry = row[m]
+        assert entry["lr_grid"][0] < entry["lr"] < entry["lr_grid"][-1], (
+            task, row["stop"], m)
+        assert entry["seeds"] == [0, 1, 2]
+      # At 4T each method keeps the weight decay it chose at T.
+      assert row["sf_adamw"]["setting"] == study._key(
+          decay["rows"][-1]["sf_adamw"]["config"])
+      assert row["adamw_cosine"]["setting"] == study._key(
+          decay["rows"][-1]["adamw_cosine"]["config"])
