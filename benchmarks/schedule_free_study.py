@@ -824,7 +824,8 @@ def plot(analysis: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
     ax.set_ylabel("test loss (mean±std, 3 seeds)")
     ax.set_title(f"horizon {horizon}: stop at H/4, H/2, H", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:  # a horizon not run has no curves
+      ax.legend(fontsize=6)
     ax = axes[1][col]
     # The baselines and the settings of the gap table (the search's other
     # settings are in the JSON).
@@ -853,7 +854,8 @@ def plot(analysis: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
     ax.set_ylabel(f"validation loss at {horizon} (seed 0)")
     ax.set_title("learning-rate sensitivity", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:  # a horizon not run has no curves
+      ax.legend(fontsize=6)
   fig.suptitle(f"{analysis['task']}: {analysis['description']}", fontsize=8)
   fig.tight_layout()
   path = out_dir / f"schedule_free_study-{analysis['task']}.png"
