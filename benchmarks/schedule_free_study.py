@@ -31,22 +31,38 @@ runs of a stage train inside it one after another on CPU, see
    settings, their learning rates tuned again, and the cosine baseline tuned
    for 2T and 4T (T = 4T/4 comes from stage 1).
 5. seeds at 4T, as stage 3.
+6. weight decay, horizon T (with ``--weight-decay``): Schedule-Free AdamW at
+   one setting (``--wd-setting``, default the demo's) and AdamW +
+   warmup-cosine scheduled for each of T/4, T/2 and T, each over the same
+   weight-decay grid jointly with its learning rate (both decoupled: lr * wd
+   of the weights removed per step); (wd, lr) chosen on seed 0's validation
+   loss (Schedule-Free's at T, the cosine's at its stop), then seeds 1 and 2
+   at the choice. With ``--wd-long`` also at 4T: each method at the weight
+   decay it chose at T, its learning rate tuned again (Schedule-Free at 4T,
+   the cosine for 2T and 4T), and seeds. The other stages run at the
+   benchmarks' weight decay, ``_demo_models.WEIGHT_DECAY``, whose runs this
+   stage reuses.
 A Schedule-Free run of horizon H is one run of H steps read at H/4, H/2 and
 H; its warmup is a fraction of H and its learning rate is chosen at H.
 
 The recommendation (the JSON's ``"recommended"``) is the Schedule-Free AdamW
 setting with the lowest validation loss at T relative to the tuned
-AdamW-cosine, averaged over the tasks, among the settings every task ran;
-horizon 4T then tests it with only its learning rate tuned, the same budget
-as the cosine baseline.
+AdamW-cosine, averaged over the tasks, among the settings every task ran
+(at the default weight decay; stage 6 is reported apart); horizon 4T then
+tests it with only its learning rate tuned, the same budget as the cosine
+baseline.
 
 Writes benchmarks/results/schedule_free_study-<task>.json after every batch
-of runs (a cut run keeps its data, and a rerun with the same options resumes
-from it), schedule_free_study.json (both tasks, the recommendation, gap
-tables, learning-rate sensitivity) and schedule_free_study-<task>.png.
+of runs, schedule_free_study.json (both tasks, the recommendation, gap
+tables, learning-rate sensitivity, weight decay) and
+schedule_free_study-<task>[-weight-decay].png. Runs accumulate: an
+invocation keeps every run already in the task's JSON (from any methods or
+options), trains only the runs it lacks (so a cut run resumes) and appends
+its options and commands to the JSON's ``"invocations"``; the summary is
+built from all of them.
 
-The committed results come from (2 shared CPU cores; see the guide
-docs/guides/schedule_free_tuning.md for why MNIST-1D's search is smaller):
+The committed results come from these invocations, in this order (2 shared
+CPU cores; see docs/guides/schedule_free_tuning.md for the budget):
 
   python benchmarks/schedule_free_study.py --tasks charlm \
       --long-methods sf_adamw,sf_sgd --finalist b1=0.9,r=1,warmup=0.05
@@ -54,9 +70,26 @@ docs/guides/schedule_free_tuning.md for why MNIST-1D's search is smaller):
       --methods sf_adamw --one-at-a-time --grid sf_adamw=0.003,0.01,0.03 \
       --grid adamw_cosine=0.01,0.03,0.1 --finalist b1=0.9,r=1,warmup=0.05 \
       --no-task-best
-(each resumed from its saved runs after the recommendation was known; the
-MNIST-1D one first ran without the last two options, so its own best setting
-also has seeds at T)
+(these two first ran without ``--finalist``/``--no-task-best`` and resumed
+with them once the recommendation was known; their JSON entries predate
+``"invocations"`` and record the options, not the commands)
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_sgd \
+      --one-at-a-time --grid sf_sgd=1,3,10 --grid sgd_cosine=0.03,0.1,0.3
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_adamw \
+      --grid sf_adamw=0.003,0.01,0.03 --grid adamw_cosine=0.01,0.03,0.1 \
+      --finalist b1=0.9,r=1,warmup=0.05
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_adamw \
+      --grid sf_adamw=0.003,0.01,0.03 --grid adamw_cosine=0.01,0.03,0.1 \
+      --finalist b1=0.9,r=1,warmup=0.05 \
+      --weight-decay 1e-4,1e-3,1e-2,3e-2,0.1,0.3,1 \
+      --wd-setting b1=0.9,r=1,warmup=0.05 --wd-long
+  python benchmarks/schedule_free_study.py --tasks charlm \
+      --long-methods sf_adamw,sf_sgd --finalist b1=0.9,r=1,warmup=0.05 \
+      --weight-decay 1e-4,1e-3,1e-2,3e-2,0.1,0.3,1 \
+      --wd-setting b1=0.9,r=1,warmup=0.05 --wd-long
+(the two with ``--weight-decay`` first ran without ``--wd-long``, the
+MNIST-1D one also before stage 6 tuned the cosine for T/4 and T/2; each
+JSON's "invocations" records every command)
   python benchmarks/schedule_free_study.py --summarize
   python benchmarks/schedule_free_study.py --quick     # smoke run, minutes
 """
@@ -109,15 +142,22 @@ QUICK_SEARCH = dict(
     grids={name: grid[1:3] for name, grid in START_GRIDS.items()})
 
 
-def _sf_make(name):
+def _sf_make(name, weight_decay=False):
   # pylint: disable-next=protected-access
   build = {"sf_adamw": _demo_models._sf_adamw, "sf_sgd": _demo_models._sf_sgd}
   build = build[name]
 
   def make(hparams, total_steps):
+    extra = {"weight_decay": hparams["weight_decay"]} if weight_decay else {}
     return build(hparams["lr"], total_steps, b1=hparams["b1"], r=hparams["r"],
-                 warmup_fraction=hparams["warmup_fraction"])
+                 warmup_fraction=hparams["warmup_fraction"], **extra)
   return make
+
+
+def _adamw_cosine_weight_decay(hparams, total_steps):
+  # pylint: disable-next=protected-access
+  return _demo_models._adamw_cosine(hparams["lr"], total_steps,
+                                    weight_decay=hparams["weight_decay"])
 
 
 # One spec per method, built once, so that the compiled programs (cached per
@@ -129,13 +169,46 @@ SPECS = {
         _demo_models.OPTIMIZERS[name].learning_rate,
         START_GRIDS[name], schedule_free=True) for name in SCHEDULE_FREE},
 }
+# The weight-decay stage's runs: the same optimizers with the weight decay a
+# per-run hyperparameter (a config's "weight_decay"). Runs without one keep
+# the programs above, with the benchmarks' constant DEFAULT_WEIGHT_DECAY.
+DEFAULT_WEIGHT_DECAY = _demo_models.WEIGHT_DECAY
+WEIGHT_DECAY_SPECS = {
+    "sf_adamw": _demo_models.OptimizerSpec(
+        "sf_adamw", SPECS["sf_adamw"].label, _sf_make("sf_adamw", True),
+        SPECS["sf_adamw"].learning_rate, START_GRIDS["sf_adamw"],
+        schedule_free=True),
+    "adamw_cosine": _demo_models.OptimizerSpec(
+        "adamw_cosine", SPECS["adamw_cosine"].label,
+        _adamw_cosine_weight_decay, SPECS["adamw_cosine"].learning_rate,
+        START_GRIDS["adamw_cosine"]),
+}
+
+
+def _weight_decay_of(config: dict[str, float] | None) -> float:
+  return (config or {}).get("weight_decay", DEFAULT_WEIGHT_DECAY)
+
+
+def _with_weight_decay(config: dict[str, float] | None,
+                       weight_decay: float) -> dict[str, float] | None:
+  """``config`` at ``weight_decay``; the default one is left implicit, so that
+  the runs of every other stage are the weight-decay stage's at the default."""
+  base = {k: v for k, v in (config or {}).items() if k != "weight_decay"}
+  if weight_decay != DEFAULT_WEIGHT_DECAY:
+    base["weight_decay"] = weight_decay
+  return base or None
 
 
 def _key(config: dict[str, float] | None) -> str:
   if not config:
     return "-"
-  return (f"b1={config['b1']:g},r={config['r']:g},"
-          f"warmup={config['warmup_fraction']:g}")
+  parts = []
+  if "b1" in config:
+    parts.append(f"b1={config['b1']:g},r={config['r']:g},"
+                 f"warmup={config['warmup_fraction']:g}")
+  if "weight_decay" in config:
+    parts.append(f"wd={config['weight_decay']:g}")
+  return ",".join(parts)
 
 
 class Records:
@@ -176,47 +249,96 @@ class Records:
               for c in configs}
     return min(configs, key=lambda c: scores[_key(c)])
 
-  def configs_run(self, method, steps) -> list[dict[str, float]]:
+  def configs_run(self, method, steps, weight_decay=False
+                  ) -> list[dict[str, float]]:
+    """The settings run, at the default weight decay (or only the others)."""
     seen = {}
     for r in self.records:
-      if r["method"] == method and r["steps"] == steps and r["config"]:
+      if (r["method"] == method and r["steps"] == steps and r["config"]
+          and ("weight_decay" in r["config"]) == weight_decay):
         seen.setdefault(_key(r["config"]), r["config"])
     return list(seen.values())
 
 
+def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+  """A task's JSON in the current layout.
+
+  Files written before runs accumulated kept one invocation's search options
+  in ``config["search"]`` and its stage times in ``"stages"``.
+  """
+  if "invocations" in saved:
+    return saved
+  config = dict(saved["config"])
+  search = config.pop("search", {})
+  return {**saved, "config": config, "invocations": [{
+      "options": {"search": search}, "commands": [],
+      "stages": saved.get("stages", {})}]}
+
+
 class Study(Records):
-  """The runs of one task, kept as flat records and saved after each stage."""
+  """The runs of one task, kept as flat records and saved after each stage.
+
+  Every invocation adds to the task's JSON: the runs already recorded (by any
+  earlier invocation, with any methods or options) are kept and never trained
+  again, and the invocation's options and stage times are appended to
+  ``"invocations"``. Records of a different task configuration (steps,
+  model) are not comparable, so a file holding them is an error, not
+  overwritten.
+  """
 
   def __init__(self, task_name: str, task: Any, settings: dict[str, Any],
-               out_path: pathlib.Path, progress, search: dict[str, Any]):
+               out_path: pathlib.Path, progress, search: dict[str, Any],
+               command: str = ""):
     self.task_name = task_name
     self.task = task
     self.steps = settings["steps"]
     self.settings = settings
     self.out_path = out_path
     self.progress = progress
-    self.search = search
-    super().__init__([])
-    self.stages: dict[str, float] = {}
+    search = dict(search)  # the caller's is shared by every task
     self.extra_finalists = search.pop("extra_finalists", [])
     self.task_best = search.pop("task_best", True)
+    self.search = search
+    super().__init__([])
+    self.invocations: list[dict[str, Any]] = []
     if out_path.exists():
-      saved = json.loads(out_path.read_text())
-      if saved.get("config") == self.config():
-        self.records, self.stages = saved["records"], saved["stages"]
+      saved = _upgraded(json.loads(out_path.read_text()))
+      if saved["config"] != self.config():
+        raise ValueError(
+            f"{out_path} holds runs of another configuration "
+            f"({saved['config']}, not {self.config()}); choose another "
+            "--out-dir")
+      self.records, self.invocations = saved["records"], saved["invocations"]
+    self.command = command
+    self.stages: dict[str, float] = {}
+
+  def _invocation(self, methods: Sequence[str],
+                  long_methods: Sequence[str]) -> None:
+    """This invocation's entry in ``"invocations"`` (a rerun's resumes)."""
+    options = json.loads(json.dumps({
+        "methods": list(methods), "long_methods": list(long_methods),
+        "search": self.search, "finalists": self.extra_finalists,
+        "task_best": self.task_best}))
+    invocation = next(
+        (i for i in self.invocations if i["options"] == options), None)
+    if invocation is None:
+      invocation = {"options": options, "commands": [], "stages": {}}
+      self.invocations.append(invocation)
+    if self.command and self.command not in invocation["commands"]:
+      invocation["commands"].append(self.command)
+    self.stages = invocation["stages"]
 
   def config(self) -> dict[str, Any]:
     # As JSON writes it, so that a saved config compares equal.
     return json.loads(json.dumps({"steps": self.steps, "long": LONG,
-                                  **self.settings["model"],
-                                  "search": self.search}))
+                                  **self.settings["model"]}))
 
   def save(self) -> None:
     self.out_path.write_text(json.dumps({
         "task": self.task_name,
         "description": self.task.data.description,
         "config": self.config(),
-        "stages": self.stages,
+        "invocations": self.invocations,
         "versions": {"python": platform.python_version(),
                      "jax": jax.__version__},
         "records": self.records}, indent=None))
@@ -237,15 +359,28 @@ class Study(Records):
 
   def _train(self, method: str, todo: list[dict[str, Any]], steps: int,
              stops: Sequence[int]) -> None:
+    with_decay = [run for run in todo if "weight_decay" in (
+        run["config"] or {})]
+    for group in (with_decay, [run for run in todo if run not in with_decay]):
+      if group:
+        self._train_group(method, group, steps, stops)
+
+  def _train_group(self, method: str, todo: list[dict[str, Any]], steps: int,
+                   stops: Sequence[int]) -> None:
+    """Trains runs that share one program (all with a weight decay or none)."""
     start = time.perf_counter()
     seeds = [run["seed"] for run in todo]
-    if method in SCHEDULE_FREE:
+    weight_decay = "weight_decay" in (todo[0]["config"] or {})
+    names = (list(CURRENT) if method in SCHEDULE_FREE else []) + (
+        ["weight_decay"] if weight_decay else [])
+    if names:
       hparams = {"lr": [run["lr"] for run in todo]}
-      for name in CURRENT:
+      for name in names:
         hparams[name] = [run["config"][name] for run in todo]
     else:
       hparams = [run["lr"] for run in todo]
-    batch = _demo_models.Runs(self.task, SPECS[method], hparams, seeds, steps,
+    spec = (WEIGHT_DECAY_SPECS if weight_decay else SPECS)[method]
+    batch = _demo_models.Runs(self.task, spec, hparams, seeds, steps,
                               sequential=jax.default_backend() == "cpu")
     points = {}
     for stop in sorted(stops):
@@ -298,6 +433,7 @@ class Study(Records):
     return [horizon // 4, horizon // 2, horizon]
 
   def run(self, methods: Sequence[str], long_methods: Sequence[str]) -> None:
+    self._invocation(methods, long_methods)
     T = self.steps
     seeds = self.search.get("seeds", SEEDS)
     sf_methods = [m for m in methods if m in SCHEDULE_FREE]
@@ -360,12 +496,47 @@ class Study(Records):
             self.train(b, runs, stop, [stop])
       return body
 
+    def weight_decay_stage():
+      # Weight decay and learning rate chosen jointly on the validation loss
+      # at T, the same grids for both methods; then seeds at the choice.
+      # The cosine is scheduled for, and tuned at, each stop, as in stage 1.
+      setting = self.search["weight_decay_setting"]
+      runs = [("sf_adamw", setting, T, self.horizon_stops(T))] + [
+          ("adamw_cosine", None, stop, [stop])
+          for stop in self.horizon_stops(T)]
+      for m, base, steps, stops in runs:
+        configs = [_with_weight_decay(base, wd)
+                   for wd in self.search["weight_decays"]]
+        self.tune(m, configs, steps, stops)
+        best = self.best_config(m, steps, configs)
+        self.train(m, [{"config": best, "lr": self.best_lr(m, steps, best),
+                        "seed": s} for s in seeds[1:]], steps, stops)
+      if self.search.get("weight_decay_long"):
+        # At 4T each method keeps the weight decay it chose at T and tunes
+        # its learning rate again, the budget of stage 4.
+        H = LONG * T
+        chosen = {m: self.best_config(m, T, [
+            _with_weight_decay(base, wd)
+            for wd in self.search["weight_decays"]])
+                  for m, base in (("sf_adamw", setting),
+                                  ("adamw_cosine", None))}
+        runs = [("sf_adamw", H, self.horizon_stops(H))] + [
+            ("adamw_cosine", stop, [stop])
+            for stop in self.horizon_stops(H)[1:]]
+        for m, steps, stops in runs:
+          self.tune(m, [chosen[m]], steps, stops)
+          lr = self.best_lr(m, steps, chosen[m])
+          self.train(m, [{"config": chosen[m], "lr": lr, "seed": s}
+                         for s in seeds[1:]], steps, stops)
+
     self.stage("1-search", search_stage)
     self.stage("2-warmup", warmup_stage)
     self.stage("3-seeds-T", seed_stage(T))
     if long_methods:
       self.stage("4-long", long_stage)
       self.stage("5-seeds-4T", seed_stage(LONG * T))
+    if self.search.get("weight_decays"):
+      self.stage("6-weight-decay", weight_decay_stage)
 
 
 # -------------------------------------------------------------------- analysis
@@ -393,7 +564,7 @@ def analyze(saved: dict[str, Any]) -> dict[str, Any]:
   T = saved["config"]["steps"]
   helper = Records(records)
   result = {"task": saved["task"], "description": saved["description"],
-            "config": saved["config"], "stages": saved["stages"],
+            "config": saved["config"], "invocations": saved["invocations"],
             "settings": {}, "gaps": {}, "sensitivity": {}}
   for m in SCHEDULE_FREE:
     configs = helper.configs_run(m, T)
@@ -448,7 +619,98 @@ def analyze(saved: dict[str, Any]) -> dict[str, Any]:
               "test_loss": [p["test_loss"] for p in points],
               "test_accuracy": [p["test_accuracy"] for p in points]}
     result["sensitivity"][str(horizon)] = sensitivity
+  weight_decay = _weight_decay_analysis(records, T)
+  if weight_decay:
+    result["weight_decay"] = weight_decay
   return result
+
+
+def _weight_decay_analysis(records, T) -> dict[str, Any]:
+  """The weight-decay stage: each weight decay at its best lr, the choice.
+
+  Schedule-Free AdamW: one run of T steps, chosen at T, read at each stop;
+  AdamW + cosine: scheduled for and chosen at each stop.
+  """
+  helper = Records(records)
+  stops = [T // 4, T // 2, T]
+
+  def choose(m, steps, stop):
+    decayed = helper.configs_run(m, steps, weight_decay=True)
+    if not decayed:
+      return None
+    base = _with_weight_decay(decayed[0], DEFAULT_WEIGHT_DECAY)
+    configs = sorted((c for c in [base] + decayed
+                      if _with_weight_decay(c, DEFAULT_WEIGHT_DECAY) == base
+                      and helper.grid(m, steps, c)), key=_weight_decay_of)
+    best = helper.best_config(m, steps, configs)
+    lr = helper.best_lr(m, steps, best)
+    return {
+        "setting": _key(base),
+        "per_weight_decay": [
+            {"weight_decay": _weight_decay_of(c),
+             "lr_grid": helper.grid(m, steps, c),
+             "best_lr": helper.best_lr(m, steps, c),
+             "val_loss": min(helper.val_losses(m, steps, c).values())}
+            for c in configs],
+        "config": best, "weight_decay": _weight_decay_of(best), "lr": lr,
+        "weight_decay_at_grid_edge": best in (configs[0], configs[-1]),
+        "lr_at_grid_edge": lr in (helper.grid(m, steps, best)[0],
+                                  helper.grid(m, steps, best)[-1]),
+        **_seed_metrics(records, m, steps, best, lr, stop)}
+
+  rows = []
+  for stop in stops:
+    cosine = choose("adamw_cosine", stop, stop)
+    schedule_free = choose("sf_adamw", T, stop)
+    if cosine is None or schedule_free is None:
+      return {}
+    row = {"stop": stop, "adamw_cosine": cosine, "sf_adamw": schedule_free}
+    for metric in ("test_loss", "test_accuracy"):
+      row[f"{metric}_gap"] = (schedule_free[metric]["mean"]
+                              - cosine[metric]["mean"])
+    rows.append(row)
+  result = {
+      "what": ("weight decay and learning rate chosen jointly on seed 0's "
+               "validation loss: Schedule-Free AdamW at 'setting', one run "
+               "of T steps chosen at T and read at each stop; AdamW + "
+               "warmup-cosine scheduled for and chosen at each stop. Test "
+               "numbers over seeds at the choice; gaps are Schedule-Free "
+               "minus cosine"),
+      "rows": rows}
+  long_rows = _weight_decay_long_rows(
+      records, T, rows[-1]["sf_adamw"]["config"],
+      rows[-1]["adamw_cosine"]["config"])
+  if long_rows:
+    result["long_rows"] = long_rows
+    result["long_what"] = (
+        "horizon 4T: each method at the weight decay it chose at T, its "
+        "learning rate tuned again (Schedule-Free at 4T, the cosine for each "
+        "stop)")
+  return result
+
+
+def _weight_decay_long_rows(records, T, sf_config, cosine_config):
+  """Horizon 4T at the weight decays chosen at T; [] if not run."""
+  helper = Records(records)
+  H = LONG * T
+  if not helper.grid("sf_adamw", H, sf_config):
+    return []
+  rows = []
+  for stop in (T, 2 * T, H):
+    if not helper.grid("adamw_cosine", stop, cosine_config):
+      return []
+    row = {"stop": stop}
+    for m, steps, config in (("adamw_cosine", stop, cosine_config),
+                             ("sf_adamw", H, sf_config)):
+      lr = helper.best_lr(m, steps, config)
+      row[m] = {"setting": _key(config), "lr": lr,
+                "lr_grid": helper.grid(m, steps, config),
+                **_seed_metrics(records, m, steps, config, lr, stop)}
+    for metric in ("test_loss", "test_accuracy"):
+      row[f"{metric}_gap"] = (row["sf_adamw"][metric]["mean"]
+                              - row["adamw_cosine"][metric]["mean"])
+    rows.append(row)
+  return rows
 
 
 def recommend(analyses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -507,6 +769,24 @@ def format_tables(summary: dict[str, Any]) -> str:
         lines.append(f"horizon {horizon}: test loss, accuracy (mean±std "
                      "over seeds) and chosen lr")
         lines += quality._columns(body)  # pylint: disable=protected-access
+    weight_decay = a.get("weight_decay")
+    if weight_decay:
+      lines.append("weight decay, chosen with the lr on validation (seed-0 "
+                   "validation loss per weight decay at its best lr); test "
+                   "at the choice")
+      for row in weight_decay["rows"]:
+        lines.append(f"  stop {row['stop']}:")
+        for m in ("adamw_cosine", "sf_adamw"):
+          entry = row[m]
+          lines.append(
+              f"    {m} {entry['setting']}: wd {entry['weight_decay']:g} "
+              f"{_cell(entry)}; " + ", ".join(
+                  f"{e['weight_decay']:g}: {e['val_loss']:.3f} "
+                  f"({e['best_lr']:g})" for e in entry["per_weight_decay"]))
+      for row in weight_decay.get("long_rows", []):
+        lines.append(f"  horizon 4T, stop {row['stop']}: " + "; ".join(
+            f"{m} {row[m]['setting']} {_cell(row[m])}"
+            for m in ("adamw_cosine", "sf_adamw")))
   if "recommended" in summary:
     lines.append(f"recommended: {summary['recommended']}")
   return "\n".join(lines)
@@ -544,7 +824,8 @@ def plot(analysis: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
     ax.set_ylabel("test loss (mean±std, 3 seeds)")
     ax.set_title(f"horizon {horizon}: stop at H/4, H/2, H", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:  # a horizon not run has no curves
+      ax.legend(fontsize=6)
     ax = axes[1][col]
     # The baselines and the settings of the gap table (the search's other
     # settings are in the JSON).
@@ -573,10 +854,42 @@ def plot(analysis: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
     ax.set_ylabel(f"validation loss at {horizon} (seed 0)")
     ax.set_title("learning-rate sensitivity", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:  # a horizon not run has no curves
+      ax.legend(fontsize=6)
   fig.suptitle(f"{analysis['task']}: {analysis['description']}", fontsize=8)
   fig.tight_layout()
   path = out_dir / f"schedule_free_study-{analysis['task']}.png"
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_weight_decay(analysis: dict[str, Any],
+                      out_dir: pathlib.Path) -> pathlib.Path:
+  """Validation loss at T against weight decay, each at its best lr."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  rows = analysis["weight_decay"]["rows"]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for row in rows:
+    for m, style in (("adamw_cosine", "o-"), ("sf_adamw", "s--")):
+      entries = row[m]["per_weight_decay"]
+      if m == "sf_adamw" and row is not rows[-1]:
+        continue  # one Schedule-Free run, chosen at T
+      label = (f"AdamW + cosine for {row['stop']}" if m == "adamw_cosine"
+               else f"Schedule-Free AdamW {row[m]['setting']}")
+      ax.plot([e["weight_decay"] for e in entries],
+              [e["val_loss"] for e in entries], style, label=label)
+  ax.set_xscale("log")
+  ax.set_xlabel("weight decay (decoupled: lr * wd of the weights per step)")
+  ax.set_ylabel("validation loss at the stop (seed 0, best lr)")
+  ax.set_title(f"{analysis['task']}: weight decay", fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = out_dir / f"schedule_free_study-{analysis['task']}-weight-decay.png"
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
@@ -589,7 +902,7 @@ def summarize(tasks: Sequence[str], out_dir: pathlib.Path,
     path = out_dir / f"schedule_free_study-{name}.json"
     if not path.exists():
       continue
-    saved = json.loads(path.read_text())
+    saved = _upgraded(json.loads(path.read_text()))
     analysis = analyze(saved)
     analysis["_records"] = saved["records"]
     analyses.append(analysis)
@@ -598,12 +911,21 @@ def summarize(tasks: Sequence[str], out_dir: pathlib.Path,
     a.pop("_records")
     summary["tasks"][a["task"]] = a
     plot(a, out_dir)
+    if "weight_decay" in a:
+      plot_weight_decay(a, out_dir)
   (out_dir / "schedule_free_study.json").write_text(
       json.dumps(summary, indent=1))
   return summary
 
 
 # ------------------------------------------------------------------------ main
+
+
+def _setting(item: str) -> dict[str, float]:
+  """``b1=B1,r=R,warmup=FRACTION`` as a Schedule-Free config."""
+  fields = dict(part.split("=") for part in item.split(","))
+  return dict(b1=float(fields["b1"]), r=float(fields["r"]),
+              warmup_fraction=float(fields["warmup"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -629,6 +951,19 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--no-task-best", action="store_true",
                       help="with --finalist: leave this task's own best "
                            "Schedule-Free AdamW setting out of stages 3-5")
+  parser.add_argument("--weight-decay", default=None, metavar="WD,WD,...",
+                      help="stage 6: Schedule-Free AdamW (at --wd-setting) "
+                           "and AdamW + cosine over these weight decays, "
+                           "jointly with the learning rate, at T")
+  parser.add_argument("--wd-setting", default=None,
+                      metavar="b1=B1,r=R,warmup=FRACTION",
+                      help="Schedule-Free AdamW's setting in stage 6 "
+                           "(default: the demo's, _demo_models.SF_ADAMW_"
+                           "SETTINGS)")
+  parser.add_argument("--wd-long", action="store_true",
+                      help="stage 6 also at 4T: each method at the weight "
+                           "decay it chose at T, its learning rate tuned "
+                           "again")
   parser.add_argument("--steps", type=int, default=None,
                       help="override T of every task")
   parser.add_argument("--summarize", action="store_true",
@@ -671,10 +1006,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.no_task_best:
       search["task_best"] = False
     for item in args.finalist:
-      fields = dict(part.split("=") for part in item.split(","))
-      search.setdefault("extra_finalists", []).append(dict(
-          b1=float(fields["b1"]), r=float(fields["r"]),
-          warmup_fraction=float(fields["warmup"])))
+      search.setdefault("extra_finalists", []).append(_setting(item))
+    if args.weight_decay:
+      if "sf_adamw" not in methods:
+        parser.error("--weight-decay needs sf_adamw in --methods")
+      search["weight_decays"] = [float(v) for v in
+                                 args.weight_decay.split(",")]
+      if args.wd_long:
+        search["weight_decay_long"] = True
+      search["weight_decay_setting"] = (
+          _setting(args.wd_setting) if args.wd_setting else {
+              k: v for k, v in _demo_models.SF_ADAMW_SETTINGS.items()
+              if k in CURRENT})
     for item in args.grid:
       method, _, values = item.partition("=")
       if method not in START_GRIDS:
@@ -688,7 +1031,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       task = quality.TASK_BUILDERS[name](**settings["model"])
       study = Study(name, task, settings,
                     out_dir / f"schedule_free_study-{name}.json", progress,
-                    search)
+                    search, command)
       study.run(methods, long_methods)
   summary = summarize(list(quality.TASK_BUILDERS), out_dir, command)
   print(format_tables(summary))
