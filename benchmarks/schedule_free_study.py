@@ -90,6 +90,9 @@ with them once the recommendation was known; their JSON entries predate
 (the two with ``--weight-decay`` first ran without ``--wd-long``, the
 MNIST-1D one also before stage 6 tuned the cosine for T/4 and T/2; each
 JSON's "invocations" records every command)
+  python benchmarks/schedule_free_study.py --tasks mnist1d --methods sf_sgd \
+      --grid sf_sgd=1,3,10 --grid sgd_cosine=0.03,0.1,0.3
+(the full b1 x r grid of Schedule-Free SGD, after its one-at-a-time search)
   python benchmarks/schedule_free_study.py --summarize
   python benchmarks/schedule_free_study.py --quick     # smoke run, minutes
 """
