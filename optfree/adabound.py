@@ -119,8 +119,7 @@ def scale_by_adabound(
     mu_dtype: dtype of the first moment; ``None`` keeps the params' dtype.
     rounding: ``"nearest"`` or ``"stochastic"``: bfloat16 and float16
       writes of the moments are rounded stochastically (unbiased), and the
-      step comes out
-      in float32 (at least) for the params' write to round; see
+      step comes out in float32 (at least) for the params' write to round; see
       :func:`optfree.stochastic_rounding`.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
@@ -325,8 +324,8 @@ def adabound(
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; updates of bfloat16 and float16 params then come out in float32,
-      on which
-      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
+      on which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -421,8 +420,8 @@ def amsbound(
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; updates of bfloat16 and float16 params then come out in float32,
-      on which
-      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
+      on which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -495,8 +494,8 @@ def adaboundw(
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; updates of bfloat16 and float16 params then come out in float32,
-      on which
-      ``optax.apply_updates`` lands exactly (see :func:`optfree.stochastic_rounding`).
+      on which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 

@@ -162,6 +162,12 @@ def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return _fmix32(_element_index(shape) * jnp.uint32(0x9E3779B9) + key)
 
 
+def _draw(seed: int, count: jax.Array, leaf: int, stream: int,
+          shape: tuple[int, ...]) -> jax.Array:
+  """The random bits of buffer ``stream`` of leaf ``leaf`` at step ``count``."""
+  return random_bits(_key(seed, count, leaf, stream), shape)
+
+
 def round_to_bfloat16(value: jax.Array, bits: jax.Array) -> jax.Array:
   r"""Rounds float32 ``value`` to bfloat16 stochastically, given random bits.
 
@@ -342,8 +348,8 @@ def write(
     in_float32 = _IN_FLOAT32.get(jnp.dtype(dtype))
     if rounding == "nearest" or in_float32 is None:
       return value.astype(dtype)
-    bits = random_bits(_key(seed, count, leaf, stream), jnp.shape(value))
-    return in_float32(value, bits).astype(dtype)
+    return in_float32(value, _draw(seed, count, leaf, stream,
+                                   jnp.shape(value))).astype(dtype)
 
   return write_fn
 
@@ -385,7 +391,7 @@ def params_update(
     if rounding == "nearest" or in_float32 is None:
       return step.astype(dtype)
     params = params.astype(jnp.float32)
-    bits = random_bits(_key(seed, count, leaf, PARAMS), jnp.shape(params))
+    bits = _draw(seed, count, leaf, PARAMS, jnp.shape(params))
     # The target held in float32: its conversion to the params' dtype and
     # back would be exact, and is left to apply_updates.
     return in_float32(params + step.astype(jnp.float32), bits) - params
