@@ -27,6 +27,7 @@ Usage::
   python benchmarks/step_time.py --sizes 1M 8M --leaves 64 --dtypes float32
   python benchmarks/step_time.py --flatten --leaves 512 4096   # + optax.flatten
   python benchmarks/step_time.py --rounding   # stochastic vs nearest, bf16
+  python benchmarks/step_time.py --rounding --constant-bits  # + without hash
 
 Results go to ``benchmarks/results/step_time-<device>.json`` and ``.png``
 (``step_time-<device>-flatten.*`` with ``--flatten``, which also times each
@@ -46,6 +47,7 @@ import statistics
 import sys
 import time
 from typing import Any, Callable
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optfree  # noqa: E402  (the checkout's optfree, not an installed one)
+import optfree.rounding  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FLOOR_PASSES = 3
@@ -123,19 +126,54 @@ PAIRS = (
 )
 
 
-def _rounding_pairs(pairs) -> list[tuple[Optimizer, Optimizer]]:
+def _with_constant_bits(
+    make: Callable[[], optax.GradientTransformation]
+) -> Callable[[], optax.GradientTransformation]:
+  """``make`` with every random draw replaced by its key, unhashed.
+
+  An ablation, not an optimizer: all elements of a buffer get the same bits,
+  so the rounding is no longer independent across elements. What it times is
+  the rounding's own arithmetic (add, mask, the overflow select) without the
+  hash that draws the bits.
+  """
+  def constant(key, shape):
+    return jnp.broadcast_to(key, shape)
+
+  def constant_make():
+    inner = make()
+
+    def update_fn(*args, **kwargs):
+      # The draw is traced here, so the compiled step keeps the constant.
+      with mock.patch.object(optfree.rounding, "random_bits", constant):
+        return inner.update(*args, **kwargs)
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+  return constant_make
+
+
+def _rounding_pairs(pairs, constant_bits=False
+                    ) -> list[tuple[Optimizer, Optimizer]]:
   """Each optfree optimizer with stochastic rounding (``<name>+sr``) against
   itself with nearest rounding, and ``optfree.stochastic_rounding`` over
-  optax.adam against optax.adam."""
+  optax.adam against optax.adam; with ``constant_bits``, each ``+sr`` also
+  with its random bits replaced by a constant (``<name>+sr(constant bits)``,
+  see :func:`_with_constant_bits`) against the same nearest one."""
+  adam = Optimizer("optax.adam", lambda: optax.adam(1e-3), 7)
   rounded = [
       (Optimizer(f"{mine.name}+sr",
                  functools.partial(mine.make, rounding="stochastic"),
                  mine.passes), mine)
       for mine, *_ in pairs]
-  adam = Optimizer("optax.adam", lambda: optax.adam(1e-3), 7)
-  wrapped = Optimizer("stochastic_rounding(optax.adam)",
-                      lambda: optfree.stochastic_rounding(adam.make()), 7)
-  return rounded + [(wrapped, adam)]
+  rounded.append((Optimizer("stochastic_rounding(optax.adam)",
+                            lambda: optfree.stochastic_rounding(adam.make()),
+                            7), adam))
+  if not constant_bits:
+    return rounded
+  ablated = [(Optimizer(f"{sr.name}(constant bits)",
+                        _with_constant_bits(sr.make), sr.passes), nearest)
+             for sr, nearest in rounded]
+  return [pair for both in zip(rounded, ablated) for pair in both]
 
 
 def _flattened(opt: Optimizer) -> Optimizer:
@@ -433,6 +471,12 @@ def main(argv=None) -> int:
                            "rounding='stochastic' against itself with "
                            "nearest rounding (default dtype bfloat16); "
                            "writes step_time-<device>-rounding.*")
+  parser.add_argument("--constant-bits", action="store_true",
+                      help="with --rounding: also time each stochastic step "
+                           "with its random bits replaced by a constant (an "
+                           "ablation: the rounding's arithmetic without the "
+                           "hash); writes step_time-<device>-rounding-"
+                           "constant-bits.*")
   parser.add_argument("--peak-gbps", type=float,
                       help="the device's memory bandwidth in GB/s (default: "
                            "known GPUs/TPUs, see PEAK_BANDWIDTH_GBPS)")
@@ -443,6 +487,8 @@ def main(argv=None) -> int:
                       help="folder for step_time-<device>.json/.png")
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
+  if args.constant_bits and not args.rounding:
+    parser.error("--constant-bits needs --rounding")
 
   sizes = args.sizes or ([1 << 20] if args.quick
                          else [1 << 20, 4 << 20, 16 << 20, 64 << 20])
@@ -455,7 +501,7 @@ def main(argv=None) -> int:
   if args.flatten:
     pairs = [(mine, _flattened(mine), *others) for mine, *others in pairs]
   if args.rounding:
-    pairs = _rounding_pairs(pairs)
+    pairs = _rounding_pairs(pairs, constant_bits=args.constant_bits)
 
   peak_gbps = args.peak_gbps or PEAK_BANDWIDTH_GBPS.get(
       jax.devices()[0].device_kind)
@@ -475,7 +521,8 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   stem = os.path.join(args.out, f"step_time-{device_name()}"
                       + ("-flatten" if args.flatten else "")
-                      + ("-rounding" if args.rounding else ""))
+                      + ("-rounding" if args.rounding else "")
+                      + ("-constant-bits" if args.constant_bits else ""))
   meta = dict(
       device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
       cpu_count=os.cpu_count(), platform=platform.platform(),

@@ -8,9 +8,15 @@ import importlib.util
 import json
 import math
 import os
+import re
 import sys
 
+import jax
+import jax.numpy as jnp
+import optax
 import pytest
+
+import optfree
 
 _PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks",
                      "step_time.py")
@@ -208,6 +214,48 @@ def test_rounding_times_each_optfree_optimizer_against_nearest(
       "floor", "lion+sr", "lion", "stochastic_rounding(optax.adam)",
       "optax.adam"}
   assert {r["dtype"] for r in records} == {"bfloat16"}
+
+
+def test_constant_bits_ablation_is_timed_beside_each_stochastic_step(
+    step_time, tmp_path):
+  assert step_time.main([
+      "--rounding", "--constant-bits", "--sizes", "4k", "--leaves", "2",
+      "--only", "lion", "--reps", "1", "--steps", "1", "--out",
+      str(tmp_path), "--no-progress",
+  ]) == 0
+  name = f"step_time-{step_time.device_name()}-rounding-constant-bits.json"
+  with open(tmp_path / name) as f:
+    records = json.load(f)["records"]
+  assert {(r["optimizer"], r["pair"]) for r in records
+          if r["optimizer"] != "floor"} == {
+      ("lion+sr", "lion+sr"), ("lion", "lion+sr"),
+      ("lion+sr(constant bits)", "lion+sr(constant bits)"),
+      ("lion", "lion+sr(constant bits)"),
+      ("stochastic_rounding(optax.adam)", "stochastic_rounding(optax.adam)"),
+      ("optax.adam", "stochastic_rounding(optax.adam)"),
+      ("stochastic_rounding(optax.adam)(constant bits)",
+       "stochastic_rounding(optax.adam)(constant bits)"),
+      ("optax.adam", "stochastic_rounding(optax.adam)(constant bits)")}
+
+
+def _hash_multiplies(transform, params):
+  state = transform.init(params)
+
+  def step(params, state):
+    updates, state = transform.update(params, state, params)
+    return optax.apply_updates(params, updates), state
+
+  text = jax.jit(step).lower(params, state).compile().as_text()
+  # The hash multiplies uint32 arrays; the rounding itself does not.
+  return len(re.findall(r"= u32\[\d+\]\{0\} multiply\(", text))
+
+
+def test_constant_bits_drop_the_hash(step_time):
+  params = jnp.linspace(-1, 1, 4096, dtype=jnp.bfloat16)
+  make = lambda: optfree.lion(1e-3, rounding="stochastic")  # noqa: E731
+  constant = step_time._with_constant_bits(make)()
+  assert _hash_multiplies(make(), params) > 0
+  assert _hash_multiplies(constant, params) == 0
 
 
 @pytest.fixture(scope="module")
