@@ -335,28 +335,25 @@ def add_ratios(task_report: dict[str, Any]) -> None:
 
 
 def step_time_ratios(path: pathlib.Path) -> dict[str, Any] | None:
-  """Stochastic / nearest step time per optimizer from step_time.py's JSON."""
+  """Each optimizer's step time over its pair's nearest-rounding one.
+
+  From step_time.py's JSON (``--rounding``): every pair there is timed in one
+  interleaved loop, e.g. ``lion+sr`` (or ``lion+sr(constant bits)``) with
+  ``lion``, so each ratio is of two steps timed side by side.
+  """
   if not path.exists():
     return None
   report = json.loads(path.read_text())
-  records = report["records"]
-  ms = {(r["optimizer"], r["size"], r["leaves"], r["dtype"]): r["step_ms"]
-        for r in records}
+  records = [r for r in report["records"] if r["optimizer"] != "floor"]
+  config = lambda r: (r["pair"], r["size"], r["leaves"], r["dtype"])  # noqa: E731
+  nearest = {config(r): r["step_ms"] for r in records
+             if r["optimizer"] != r["pair"]}
   ratios = {}
   for r in records:
-    if r["optimizer"] != r["pair"] or r["optimizer"] == "floor":
-      continue
-    nearest = [v for (name, *config), v in ms.items()
-               if r["pair"] != name and name != "floor"
-               and tuple(config) == (r["size"], r["leaves"], r["dtype"])
-               and f"{name}+sr" == r["pair"]
-               or (r["pair"] == "stochastic_rounding(optax.adam)"
-                   and name == "optax.adam"
-                   and tuple(config) == (r["size"], r["leaves"], r["dtype"]))]
-    if nearest:
+    if r["optimizer"] == r["pair"] and config(r) in nearest:
       ratios.setdefault(r["pair"], []).append(
           {"size": r["size"], "leaves": r["leaves"], "dtype": r["dtype"],
-           "stochastic_over_nearest": r["step_ms"] / nearest[0]})
+           "stochastic_over_nearest": r["step_ms"] / nearest[config(r)]})
   return {"command": report["meta"]["command"], "ratios": ratios}
 
 
@@ -427,6 +424,20 @@ def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
           f"{r['stochastic_over_nearest']:.2f}x ({r['size'] >> 20}M, "
           f"{r['leaves']} leaves)" for r in ratios)
       lines.append(f"| {name} | {values[0]:.2f}-{values[-1]:.2f}x: {shown} |")
+  ablation = step_time_ratios(
+      out_dir / "step_time-cpu-rounding-constant-bits.json")
+  if ablation:
+    span = lambda name: "{:.2f}-{:.2f}x".format(*(  # noqa: E731
+        f(r["stochastic_over_nearest"] for r in ablation["ratios"][name])
+        for f in (min, max)))
+    lines += ["\nstep time over the nearest-rounding step, with the hashed bits "
+              "and with the bits replaced by a constant (an ablation: the "
+              "rounding's arithmetic without the hash), in one run "
+              f"(`{ablation['command']}`; range over size x leaf count)\n",
+              "| optimizer | stochastic | constant bits |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {span(name)} | {span(f'{name}(constant bits)')} |"
+              for name in ablation["ratios"]
+              if not name.endswith("(constant bits)")]
   bits_path = out_dir / "low_precision-bits.json"
   if bits_path.exists():
     bits = json.loads(bits_path.read_text())["bits"]

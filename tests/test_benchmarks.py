@@ -217,7 +217,7 @@ def test_rounding_times_each_optfree_optimizer_against_nearest(
 
 
 def test_constant_bits_ablation_is_timed_beside_each_stochastic_step(
-    step_time, tmp_path):
+    step_time, low_precision, tmp_path):
   assert step_time.main([
       "--rounding", "--constant-bits", "--sizes", "4k", "--leaves", "2",
       "--only", "lion", "--reps", "1", "--steps", "1", "--out",
@@ -236,6 +236,10 @@ def test_constant_bits_ablation_is_timed_beside_each_stochastic_step(
       ("stochastic_rounding(optax.adam)(constant bits)",
        "stochastic_rounding(optax.adam)(constant bits)"),
       ("optax.adam", "stochastic_rounding(optax.adam)(constant bits)")}
+  # The docs' table gives both ratios of each optimizer from this one run.
+  table = low_precision.markdown(tmp_path, [])
+  assert re.search(r"\n\| lion\+sr \| [\d.]+-[\d.]+x \| [\d.]+-[\d.]+x \|\n",
+                   table)
 
 
 def _hash_multiplies(transform, params):
@@ -294,3 +298,15 @@ def test_low_precision_quick_run_reports_every_setting(low_precision,
     bits = json.load(f)["bits"]
   assert set(bits["ms"]) == {"nearest", "hash", "threefry", "rbg"}
   assert abs(bits["hash_stats"]["mean (0.5)"] - 0.5) < 0.01
+
+
+def test_the_low_precision_guide_shows_the_committed_results(low_precision):
+  # Every line --markdown prints from benchmarks/results is in the guide.
+  tables = low_precision.markdown(low_precision.RESULTS,
+                                  ["charlm", "mnist1d", "regression"])
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs",
+                         "guides", "low_precision.md")) as f:
+    guide = f.read()
+  lines = [line for line in tables.splitlines() if line]
+  assert len(lines) > 40
+  assert [line for line in lines if line not in guide] == []
