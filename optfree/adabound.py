@@ -323,9 +323,8 @@ def adabound(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; updates of bfloat16 and float16 params then come out in float32,
-      on which ``optax.apply_updates`` lands exactly (see
-      :func:`optfree.stochastic_rounding`).
+      them; ``optax.apply_updates`` then lands the update on the rounded
+      params (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -419,9 +418,8 @@ def amsbound(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; updates of bfloat16 and float16 params then come out in float32,
-      on which ``optax.apply_updates`` lands exactly (see
-      :func:`optfree.stochastic_rounding`).
+      them; ``optax.apply_updates`` then lands the update on the rounded
+      params (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -493,9 +491,8 @@ def adaboundw(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; updates of bfloat16 and float16 params then come out in float32,
-      on which ``optax.apply_updates`` lands exactly (see
-      :func:`optfree.stochastic_rounding`).
+      them; ``optax.apply_updates`` then lands the update on the rounded
+      params (see :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
