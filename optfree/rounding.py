@@ -390,8 +390,8 @@ def params_update(
   than doubles it or flips its sign can need more bits than the dtype has:
   :math:`t - y` is then rounded to nearest, and the param lands within half
   an ulp of :math:`t - y` plus half an ulp of :math:`t` from :math:`t`. Such
-  a step is as large as the param itself, where rounding to nearest loses
-  nothing that stochastic rounding keeps. (A float32 update would land
+  a step is at least half the param, where rounding to nearest loses nothing
+  that stochastic rounding keeps. (A float32 update would land
   exactly there too, but optax's wrappers that swap the update for zeros of
   the gradients' dtype, such as ``optax.apply_if_finite``, need it in that
   dtype.) Beyond the largest finite value of the dtype (and for Inf and NaN)
