@@ -1001,9 +1001,20 @@ def eval_params(
         for piece, y in zip(pieces, y_leaves)
     ])
   if mismatch:
+    hint = ""
+    if (len(z_leaves) == 1 and jnp.ndim(z_leaves[0]) == 1
+        and len(y_leaves) > 1):
+      # optax.flatten's z under optax.partition or masked: which leaves it
+      # holds is in the labels, which the state does not keep.
+      hint = (
+          f"\nz is one vector of {jnp.size(z_leaves[0])} elements, as "
+          "optax.flatten keeps it: if that optimizer runs on a group of the "
+          "params (optax.partition, optax.masked), pass eval_params only "
+          "that group's params, in the same order.")
     raise ValueError(
         "eval_params: params do not match the ScheduleFreeState's z (the "
         "params the optimizer was initialised from):\n" + "\n".join(mismatch)
+        + hint
     )
   # Leaves a mask kept out of the optimizer are returned as they are.
   _checks.check_float_leaves("eval_params", treedef.unflatten(

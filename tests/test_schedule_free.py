@@ -407,6 +407,21 @@ def test_eval_params_under_partial_mask_returns_y_for_masked_out_leaves():
                                                         only_a)["a"], rtol=1e-6)
 
 
+def test_eval_params_of_a_flattened_group_says_to_pass_that_group():
+  # The flat z of optax.flatten does not say which leaves it holds.
+  tx = optax.partition(
+      {"sf": optax.flatten(_sf()), "frozen": optax.set_to_zero()},
+      {"a": "sf", "b": "frozen"})
+  params, state = _run(tx, PARAMS)
+  with pytest.raises(ValueError, match="one vector of 3 elements.*only that "
+                     "group's params"):
+    optfree.eval_params(state, params)
+  only_a, only_a_state = _run(optax.flatten(_sf()), {"a": PARAMS["a"]})
+  np.testing.assert_allclose(
+      optfree.eval_params(state, {"a": params["a"]})["a"],
+      optfree.eval_params(only_a_state, only_a)["a"], rtol=1e-6)
+
+
 def test_eval_params_uses_the_injected_b1_of_the_last_update():
   injected = optax.inject_hyperparams(optfree.schedule_free_sgd)(
       learning_rate=0.1, b1=0.9)
