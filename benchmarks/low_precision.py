@@ -345,7 +345,9 @@ def step_time_ratios(path: pathlib.Path) -> dict[str, Any] | None:
     return None
   report = json.loads(path.read_text())
   records = [r for r in report["records"] if r["optimizer"] != "floor"]
-  config = lambda r: (r["pair"], r["size"], r["leaves"], r["dtype"])  # noqa: E731
+  def config(record):
+    return (record["pair"], record["size"], record["leaves"], record["dtype"])
+
   nearest = {config(r): r["step_ms"] for r in records
              if r["optimizer"] != r["pair"]}
   ratios = {}
@@ -430,8 +432,8 @@ def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
     span = lambda name: "{:.2f}-{:.2f}x".format(*(  # noqa: E731
         f(r["stochastic_over_nearest"] for r in ablation["ratios"][name])
         for f in (min, max)))
-    lines += ["\nstep time over the nearest-rounding step, with the hashed bits "
-              "and with the bits replaced by a constant (an ablation: the "
+    lines += ["\nstep time over the nearest-rounding step, with the hashed "
+              "bits and with the bits replaced by a constant (an ablation: the "
               "rounding's arithmetic without the hash), in one run "
               f"(`{ablation['command']}`; range over size x leaf count)\n",
               "| optimizer | stochastic | constant bits |", "| --- | --- | --- |"]
