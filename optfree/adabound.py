@@ -323,8 +323,9 @@ def adabound(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; ``optax.apply_updates`` then lands the update on the rounded
-      params (see :func:`optfree.stochastic_rounding`).
+      them; updates of bfloat16 and float16 params then come out in float32,
+      on which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -418,8 +419,9 @@ def amsbound(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; ``optax.apply_updates`` then lands the update on the rounded
-      params (see :func:`optfree.stochastic_rounding`).
+      them; updates of bfloat16 and float16 params then come out in float32,
+      on which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 
@@ -491,8 +493,9 @@ def adaboundw(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of the params and the moments are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; ``optax.apply_updates`` then lands the update on the rounded
-      params (see :func:`optfree.stochastic_rounding`).
+      them; updates of bfloat16 and float16 params then come out in float32,
+      on which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 

@@ -162,8 +162,9 @@ def lion(
       bfloat16 and float16 writes of the params and the momentum are rounded
       stochastically (unbiased), so that steps below half an ulp still move
       them; the weight decay and learning rate are then applied in float32,
-      and ``optax.apply_updates`` lands the update on the rounded params
-      (see :func:`optfree.stochastic_rounding`).
+      and updates of bfloat16 and float16 params come out in float32, on
+      which ``optax.apply_updates`` lands exactly (see
+      :func:`optfree.stochastic_rounding`).
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count.
 

@@ -318,23 +318,6 @@ def _float16_in_float32(value: jax.Array, bits: jax.Array) -> jax.Array:
                    jax.lax.bitcast_convert_type(rounded, jnp.float32))
 
 
-def _to_narrow(value: jax.Array, dtype: Any) -> jax.Array:
-  """``value.astype(dtype)``, to nearest; for bfloat16 in integer work.
-
-  XLA:CPU converts float32 to bfloat16 in several integer instructions, with
-  ties to even; adding half of bfloat16's last place to the bit pattern and
-  keeping the upper half is fewer (ties then round away from zero, which
-  only matters for values that are not bfloat16 values already). NaN gives
-  the quiet NaN (an all-ones payload would carry into the sign bit).
-  """
-  if jnp.dtype(dtype) != jnp.dtype(jnp.bfloat16):
-    return value.astype(dtype)
-  pattern = jax.lax.bitcast_convert_type(value, jnp.uint32)
-  upper = jnp.where(jnp.isnan(value), jnp.uint32(0x7FC0),
-                    (pattern + jnp.uint32(0x8000)) >> 16)
-  return jax.lax.bitcast_convert_type(upper.astype(jnp.uint16), jnp.bfloat16)
-
-
 # The dtypes rounded stochastically, and their rounding held in a float32.
 _IN_FLOAT32 = {
     jnp.dtype(jnp.bfloat16): _bfloat16_in_float32,
@@ -381,22 +364,18 @@ def params_update(
   With nearest rounding, the step :math:`s` is returned in the params' dtype,
   as before. With stochastic rounding and a bfloat16 or float16 param
   :math:`y`, the new param :math:`t = \operatorname{sr}(y + s)` is rounded
-  here, and the update is :math:`t - y`, computed exactly in float32 and
-  returned in the params' dtype too. ``optax.apply_updates`` (which adds and
-  rounds to the params' dtype) then lands on :math:`t` bit for bit whenever
-  :math:`t - y` is a value of that dtype, which it is whenever :math:`t` is
-  within a factor of 2 of :math:`y` (Sterbenz's lemma): for every step
-  smaller than half the param. A step that more than halves a param, more
-  than doubles it or flips its sign can need more bits than the dtype has:
-  :math:`t - y` is then rounded to nearest, and the param lands within half
-  an ulp of :math:`t - y` plus half an ulp of :math:`t` from :math:`t`. Such
-  a step is at least half the param, where rounding to nearest loses nothing
-  that stochastic rounding keeps. (A float32 update would land
-  exactly there too, but optax's wrappers that swap the update for zeros of
-  the gradients' dtype, such as ``optax.apply_if_finite``, need it in that
-  dtype.) Beyond the largest finite value of the dtype (and for Inf and NaN)
-  the update is :math:`(y + s) - y`, which ``apply_updates`` rounds to
-  nearest (Inf from half an ulp past it).
+  here and the update is :math:`t - y` in float32, so that
+  ``optax.apply_updates`` (which adds in float32 and rounds to the params'
+  dtype) lands on :math:`t` bit for bit: :math:`t - y` is exact in float32
+  whenever the exponents of :math:`t` and :math:`y` differ by less than 16
+  for bfloat16 (8 significant bits; a change smaller than a factor
+  :math:`2^{15}`) or less than 14 for float16 (11 significant bits, a
+  subnormal counting as exponent -14; a change smaller than a factor
+  :math:`2^{13}`), and so is then the sum. An update in the params' dtype
+  could not: :math:`t - y` needs more bits than the dtype has whenever a
+  param crosses zero or halves. Beyond the largest finite value of the dtype
+  (and for Inf and NaN) the update is :math:`(y + s) - y`, which
+  ``apply_updates`` rounds to nearest (Inf from half an ulp past it).
 
   Args:
     rounding: ``"nearest"`` or ``"stochastic"``.
@@ -413,10 +392,9 @@ def params_update(
       return step.astype(dtype)
     params = params.astype(jnp.float32)
     bits = _draw(seed, count, leaf, PARAMS, jnp.shape(params))
-    # Both held in float32 exactly, their difference too; its conversion is
-    # exact wherever the difference is a value of the params' dtype.
-    difference = in_float32(params + step.astype(jnp.float32), bits) - params
-    return _to_narrow(difference, dtype)
+    # The target held in float32: its conversion to the params' dtype and
+    # back would be exact, and is left to apply_updates.
+    return in_float32(params + step.astype(jnp.float32), bits) - params
 
   return update_fn
 
@@ -458,10 +436,9 @@ def stochastic_rounding(
     y_{k+1} = \operatorname{sr}(y_k + s_k), \qquad
     \mathbb{E}[y_{k+1}] = y_k + s_k,
 
-  and the update returned is :math:`y_{k+1} - y_k` in the params' dtype, on
-  which ``optax.apply_updates`` lands exactly for every step smaller than half
-  the param (see :func:`params_update`). The bits come from ``seed`` and the
-  wrapper's own step count.
+  and the update returned is :math:`y_{k+1} - y_k` in float32, on which
+  ``optax.apply_updates`` lands exactly (see :func:`params_update`). The bits
+  come from ``seed`` and the wrapper's own step count.
 
   The inner state is initialised from float32 params, so its buffers are
   float32 (twice the bytes of bfloat16 or float16) unless the inner optimizer
