@@ -345,6 +345,7 @@ def step_time_ratios(path: pathlib.Path) -> dict[str, Any] | None:
     return None
   report = json.loads(path.read_text())
   records = [r for r in report["records"] if r["optimizer"] != "floor"]
+
   def config(record):
     return (record["pair"], record["size"], record["leaves"], record["dtype"])
 
@@ -408,7 +409,8 @@ def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
     for name, by_config in task_report["optimizers"].items():
       cells = []
       for c in CONFIGS:
-        ratio, sem = paired_ratio(by_config[c], by_config["float32"])
+        ratio = by_config[c]["loss_over_float32"]
+        sem = by_config[c]["loss_over_float32_sem"]
         spread = f" ±{sem:.3f}" if c != "float32" and ratio < 100 else ""
         cells.append(f"{by_config[c]['final_test_loss_mean']:.4g} "
                      f"({_ratio(ratio)}{spread}, "

@@ -493,8 +493,8 @@ def schedule_free_sgd(
     rounding: ``"nearest"`` (the reference's numbers) or ``"stochastic"``:
       bfloat16 and float16 writes of :math:`y` and :math:`z` are rounded
       stochastically (unbiased), so that steps below half an ulp still move
-      them; see
-      :func:`optfree.stochastic_rounding` and the low-precision guide.
+      them; see :func:`optfree.stochastic_rounding` and the low-precision
+      guide.
     seed: an integer in [0, 2**32) that the rounding bits are derived from,
       with the step count (nothing to thread through the training loop).
 
@@ -892,13 +892,18 @@ def _find_restored_dicts(tree: Any) -> list[str]:
   ]
 
 
-def _is_flattened(z_leaves: list[Any], y_leaves: list[Any]) -> bool:
+def _is_one_vector(z_leaves: list[Any]) -> bool:
+  """Whether z is one 1-D buffer, as under ``optax.flatten``."""
   return (
       len(z_leaves) == 1
       and not isinstance(z_leaves[0], optax.MaskedNode)
       and jnp.ndim(z_leaves[0]) == 1
-      and jnp.size(z_leaves[0]) == sum(jnp.size(y) for y in y_leaves)
   )
+
+
+def _is_flattened(z_leaves: list[Any], y_leaves: list[Any]) -> bool:
+  return _is_one_vector(z_leaves) and jnp.size(z_leaves[0]) == sum(
+      jnp.size(y) for y in y_leaves)
 
 
 def eval_params(
@@ -1002,8 +1007,7 @@ def eval_params(
     ])
   if mismatch:
     hint = ""
-    if (len(z_leaves) == 1 and jnp.ndim(z_leaves[0]) == 1
-        and len(y_leaves) > 1):
+    if _is_one_vector(z_leaves) and len(y_leaves) > 1:
       # optax.flatten's z under optax.partition or masked: which leaves it
       # holds is in the labels, which the state does not keep.
       hint = (
