@@ -48,9 +48,10 @@ and per case: ``config`` (JSON: ``optfree``, every keyword argument of
 ``reference``, the port's arguments in the reference's names; ``floor``;
 ``scheduled``), ``lr`` (the learning rate of each step, when scheduled),
 ``y`` and ``x`` after every step (flattened leaves concatenated), ``value``
-(the f passed to each step), and for diagnosis ``group_lr`` (lr times the
-Polyak step), ``ip_term`` and ``sf_b1`` (the annealed momentum) of each
-step.
+(the f passed to each step), ``z``, ``m`` and ``v`` after the last step
+(the buffers z, exp_avg, exp_avg_sq), and for diagnosis ``group_lr`` (lr
+times the Polyak step), ``ip_term`` and ``sf_b1`` (the annealed momentum) of
+each step.
 """
 
 import json
@@ -331,6 +332,8 @@ def _run(reference, extras, problem, polyak_lr=None, lrs=None):
     out["y"].append(np.concatenate([p.ravel() for p in params]))
     out["x"].append(np.concatenate([state[i]["x"].ravel() for i in leaves]))
   out = {key: np.array(value) for key, value in out.items()}
+  for key, buffer in (("z", "z"), ("m", "exp_avg"), ("v", "exp_avg_sq")):
+    out[key] = np.concatenate([state[i][buffer].ravel() for i in leaves])
   if lrs is not None:
     out["lr"] = np.array(lrs)
   return out
@@ -391,7 +394,8 @@ def main():
         mask=mask,
     )
     arrays[f"{name}/config"] = np.array(json.dumps(config))
-    for key in ("y", "x", "value", "group_lr", "ip_term", "sf_b1"):
+    for key in ("y", "x", "value", "group_lr", "ip_term", "sf_b1", "z", "m",
+                "v"):
       arrays[f"{name}/{key}"] = out[key]
     if "lr" in out:
       arrays[f"{name}/lr"] = out["lr"]
