@@ -43,6 +43,7 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import _xla_cpu
 from optfree import rounding as _rounding
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
@@ -302,25 +303,6 @@ def _radam_rho(
   return jnp.where(q < 0.4, rho, plain)
 
 
-def _unshared(dependency: jax.Array, *values: jax.Array) -> tuple:
-  """``values`` unchanged, made to depend elementwise on ``dependency``.
-
-  Adds an exact 0 computed from ``dependency``'s bits (the sign bit shifted
-  out twice), an elementwise op XLA does not fold. An expression of the
-  returned values then differs from the same expression of ``values``, so
-  common-subexpression elimination cannot merge the two, and XLA computes
-  each inside its own loop instead of storing the shared part in a
-  param-sized temporary.
-  """
-  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[
-      dependency.dtype.itemsize]
-  bits = jax.lax.bitcast_convert_type(dependency, int_type)
-  width = jnp.asarray(bits.dtype.itemsize * 8 - 1, bits.dtype)
-  zero = jax.lax.shift_right_logical(
-      jax.lax.shift_right_logical(bits, width), jnp.asarray(1, bits.dtype))
-  return tuple(value + zero.astype(value.dtype) for value in values)
-
-
 def _schedule_free_elementwise(
     name: str,
     learning_rate: ScalarOrSchedule,
@@ -413,9 +395,9 @@ def _schedule_free_elementwise(
                     _rounding.Z)
       # XLA:CPU emits one loop per output: a direction shared by z_new and
       # the update would be stored in a param-sized temporary. Recomputing it
-      # from inputs made distinct by _unshared keeps it in registers. The
+      # from inputs made distinct by _xla_cpu.unshared keeps it in registers. The
       # state keeps nu itself: a copy would be written by a loop of its own.
-      g_for_y, nu_for_y = _unshared(new_z, g, nu) if adaptive else (g, nu)
+      g_for_y, nu_for_y = _xla_cpu.unshared(new_z, g, nu) if adaptive else (g, nu)
       update = c * (new_z - y) + y_step * direction(g_for_y, y, nu_for_y, decay)
       return to_update(update, y, leaf), new_z, nu
 
