@@ -131,6 +131,9 @@ def test_matches_reference_float64(name, x64):
 def test_float32_within_rounding_of_reference(name):
   ys, xs = _train(_optimizer(name), jnp.float32)
   assert ys.dtype == np.float32
+  # The submission itself, ported and run in float32 with Python-float
+  # scalars as torch runs it, is within 1.0e-6 of its float64 trajectory on
+  # every case (gen_schedule_free_algoperf.py prints each).
   _assert_matches_golden(name, ys, xs, rtol=2e-6)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+# The test's own helpers, so that the snapshot is the program it compiles.
 import test_schedule_free_algoperf as algoperf  # noqa: E402
 
 import optfree  # noqa: E402
@@ -46,9 +47,9 @@ def main():
   for name in algoperf.SF_ADAMW_CASES:
     for dtype in ("float64", "float32"):
       with jax.enable_x64(dtype == "float64"):
-        kwargs = algoperf._sf_adamw_kwargs(name)  # pylint: disable=protected-access
-        ys, xs = algoperf._train(  # pylint: disable=protected-access
-            optfree.schedule_free_adamw(**kwargs), dtype, algoperf.SF_GOLDEN)
+        kwargs = algoperf._sf_adamw_kwargs(name)
+        ys, xs = algoperf._train(optfree.schedule_free_adamw(**kwargs),
+                                 dtype, algoperf.SF_GOLDEN)
       arrays[f"{name}/{dtype}/y"] = ys
       arrays[f"{name}/{dtype}/x"] = xs
   np.savez_compressed(algoperf.SNAPSHOT_PATH, **arrays)

@@ -361,6 +361,20 @@ def _check_against_schedulefree_golden(problem):
   return error
 
 
+def _float32_error(name, problem, arrays):
+  """The port's own float32 error on a case, relative to the float64 scale.
+
+  Run on float32 arrays with Python-float scalars, as the torch code runs
+  in float32: the float32 tolerance of the tests is a small multiple of it.
+  """
+  overrides, extras = CASES[name]
+  problem32 = {key: value.astype(np.float32) for key, value in problem.items()}
+  out = _run({**REFERENCE_DEFAULTS, **overrides}, extras, problem32)
+  assert out["y"].dtype == np.float32
+  return max(np.abs(out[key] - arrays[f"{name}/{key}"]).max()
+             / np.abs(arrays[f"{name}/{key}"]).max() for key in ("y", "x"))
+
+
 def main():
   problem = _problem()
   check = _check_against_schedulefree_golden(problem)
@@ -402,7 +416,8 @@ def main():
     print(f"{name}: |y| <= {np.abs(out['y']).max():.3f}, final f "
           f"{out['value'][-1]:.4f}, group_lr in "
           f"[{out['group_lr'].min():.3g}, {out['group_lr'].max():.3g}], "
-          f"{clipped} steps with f + ip_term < 0")
+          f"{clipped} steps with f + ip_term < 0, float32 port off by "
+          f"{_float32_error(name, problem, arrays):.1e}")
   # The max(0, f + ip_term) of the Polyak step must be exercised.
   assert clipped_cases, "no case clips f + ip_term at 0"
   np.savez_compressed(PATH, **arrays)
