@@ -7,8 +7,8 @@ gen_schedule_free_plus.py, a numpy float64 port of
 Each case reruns the same noisy quadratic here, taking the gradient and the
 loss value (``update(..., value=f)``) at optfree's own y (its params), and
 compares y and x (``optfree.eval_params``; the reference's x buffer) after
-every step: to 1e-10 relative to the trajectory's scale in float64, to a few
-float32 ulps in float32; and, in float64, the state's param-sized buffers
+every step: to 1e-10 relative to the trajectory's scale in float64, to 5e-6
+(about 40 float32 ulps of the scale) in float32; and, in float64, the state's param-sized buffers
 after the last step with the reference's z, exp_avg and exp_avg_sq, and its
 ``b1`` with the last step's (annealed) Schedule-Free momentum.
 
@@ -126,9 +126,14 @@ def test_float32_within_rounding_of_reference(name):
   assert ys.dtype == np.float32
   # The reference itself, ported and run in float32 with Python-float
   # scalars as torch runs it, is within 1.1e-6 of its float64 trajectory on
-  # every case (gen_schedule_free_plus.py prints each).
-  _assert_close(ys, GOLDEN[f"{name}/y"], 2e-6, f"{name}: y")
-  _assert_close(xs, GOLDEN[f"{name}/x"], 2e-6, f"{name}: x")
+  # every case (gen_schedule_free_plus.py prints each). Equally valid float32
+  # orders of operations spread further than for plain Schedule-Free: where
+  # the inner product dominates f, its rounding moves the Polyak step. The
+  # port with x derived from y and z (as optfree keeps no x), or with the
+  # Polyak scalars in float32, stays within 2.3e-6: the tolerance is twice
+  # that.
+  _assert_close(ys, GOLDEN[f"{name}/y"], 5e-6, f"{name}: y")
+  _assert_close(xs, GOLDEN[f"{name}/x"], 5e-6, f"{name}: x")
 
 
 def test_golden_cases_cover_the_clipped_polyak_step():
