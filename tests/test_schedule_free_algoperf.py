@@ -169,8 +169,9 @@ def _snapshot():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", SF_ADAMW_CASES)
 def test_default_switches_give_todays_trajectory_bit_for_bit(name, dtype):
-  kwargs = _sf_adamw_kwargs(name)
   with jax.enable_x64(dtype == "float64"):
+    # Inside: a schedule's table is float64 only with x64 on.
+    kwargs = _sf_adamw_kwargs(name)
     today = _train(optfree.schedule_free_adamw(**kwargs), dtype, SF_GOLDEN)
     explicit = _train(optfree.schedule_free_adamw(
         **kwargs, weight_decay_at="y", bias_correction="denominator"),
