@@ -213,3 +213,24 @@ def test_jit_traces_once_and_matches_eager():
     np.testing.assert_allclose(jit_params[leaf], eager_params[leaf],
                                rtol=1e-5, atol=1e-6)
   assert not np.allclose(jit_params["a"], params["a"])
+
+
+def test_warmup_steps_is_a_linear_multiplier_on_the_learning_rate():
+  # optfree's addition (the reference has none): (k + 1) / warmup_steps
+  # times the learning rate until it reaches 1, as a schedule would give.
+  kwargs = dict(_config("defaults")["optfree"])
+  learning_rate = kwargs.pop("learning_rate")
+  del kwargs["warmup_steps"]
+  warmed = optfree.schedule_free_plus(learning_rate, warmup_steps=8, **kwargs)
+  scheduled = optfree.schedule_free_plus(
+      lambda count: learning_rate * jnp.minimum((count + 1) / 8, 1),
+      warmup_steps=0, **kwargs)
+  got, got_x, _ = _train(warmed, jnp.float32, steps=30)
+  expected, expected_x, _ = _train(scheduled, jnp.float32, steps=30)
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got_x, expected_x, rtol=0, atol=1e-6)
+  # And it matters: without the warmup the run differs.
+  unwarmed, _, _ = _train(
+      optfree.schedule_free_plus(learning_rate, warmup_steps=0, **kwargs),
+      jnp.float32, steps=30)
+  assert np.abs(unwarmed - got).max() > 1e-3
