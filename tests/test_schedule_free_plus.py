@@ -7,15 +7,19 @@ gen_schedule_free_plus.py, a numpy float64 port of
 Each case reruns the same noisy quadratic here, taking the gradient and the
 loss value (``update(..., value=f)``) at optfree's own y (its params), and
 compares y and x (``optfree.eval_params``; the reference's x buffer) after
-every step: to 1e-10 relative to the trajectory's scale in float64, to 5e-6
-(about 40 float32 ulps of the scale) in float32; and, in float64, the state's param-sized buffers
-after the last step with the reference's z, exp_avg and exp_avg_sq, and its
-``b1`` with the last step's (annealed) Schedule-Free momentum.
+every step, to 1e-10 relative to the trajectory's scale in float64 and to
+5e-6 (about 40 float32 ulps of the scale) in float32. In float64 it also
+compares, after the last step, the state's z with the reference's z, its
+``b1`` with the last step's (annealed) Schedule-Free momentum, and the
+state's three param-sized buffers with the reference's z, exp_avg and
+exp_avg_sq.
 
 Then the contract: ``update`` without ``value`` raises an error naming
 ``value``; the state holds z, m and v and no other param-sized buffer (no
 copy of x or y); ``eval_params`` finds the state inside ``optax.chain``,
-which passes ``value`` through; one jitted update traces once for any value.
+which passes ``value`` through; one jitted update traces once for any value;
+``warmup_steps`` (optfree's addition) multiplies the learning rate by
+(k + 1) / warmup_steps until that reaches 1.
 """
 
 import json
