@@ -150,6 +150,59 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 PORTING_TABLE = "docs/guides/porting.md"
 
+_BETAS = "b1 and b2: betas=(b1, b2) is b1=b1, b2=b2"
+_NO_LAST_EPOCH = None  # resume by restoring the state, whose count goes on
+
+# The reference's keyword names that optfree spells otherwise, by optfree
+# function: reference name -> optfree's (None: no counterpart). The porting
+# table (docs/guides/porting.md) lists the same; tests/test_docs.py checks
+# that the two agree and that every name given here is a parameter.
+REFERENCE_NAMES: dict[str, dict[str, str | None]] = {
+    # schedulefree 1.4.1
+    "schedule_free_sgd": dict(lr="learning_rate", momentum="b1",
+                              foreach=None),
+    "schedule_free_adamw": dict(lr="learning_rate", betas=_BETAS,
+                                foreach=None),
+    "schedule_free_radam": dict(lr="learning_rate", betas=_BETAS,
+                                foreach=None),
+    "schedule_free": dict(base="base_optimizer", momentum="b1"),
+    # adabound 0.0.5 (and AdaBoundW of the repository)
+    "adabound": dict(lr="learning_rate", betas=_BETAS),
+    "amsbound": dict(lr="learning_rate", betas=_BETAS),
+    "adaboundw": dict(lr="learning_rate", betas=_BETAS),
+    # lion-pytorch 0.2.5
+    "lion": dict(lr="learning_rate", betas=_BETAS, use_triton=None),
+    # torch.optim.lr_scheduler
+    "step_schedule": dict(last_epoch=_NO_LAST_EPOCH),
+    "multistep_schedule": dict(last_epoch=_NO_LAST_EPOCH),
+    "exponential_schedule": dict(last_epoch=_NO_LAST_EPOCH),
+    "constant_factor_schedule": dict(total_iters="total_steps",
+                                     last_epoch=_NO_LAST_EPOCH),
+    "linear_factor_schedule": dict(total_iters="total_steps",
+                                   last_epoch=_NO_LAST_EPOCH),
+    "polynomial_decay_schedule": dict(total_iters="total_steps",
+                                      last_epoch=_NO_LAST_EPOCH),
+    "cosine_annealing_schedule": dict(T_max="t_max",
+                                      last_epoch=_NO_LAST_EPOCH),
+    "cosine_warm_restarts_schedule": dict(T_0="t_0", T_mult="t_mult",
+                                          last_epoch=_NO_LAST_EPOCH),
+    "cyclic_schedule": dict(
+        scale_fn=None, scale_mode=None,
+        cycle_momentum="cyclic_momentum_schedule, injected as b1",
+        base_momentum="cyclic_momentum_schedule's base_momentum",
+        max_momentum="cyclic_momentum_schedule's max_momentum",
+        last_epoch=_NO_LAST_EPOCH),
+    "onecycle_schedule": dict(
+        epochs="total_steps (= epochs * steps_per_epoch)",
+        steps_per_epoch="total_steps (= epochs * steps_per_epoch)",
+        cycle_momentum="onecycle_momentum_schedule, injected as b1",
+        base_momentum="onecycle_momentum_schedule's base_momentum",
+        max_momentum="onecycle_momentum_schedule's max_momentum",
+        last_epoch=_NO_LAST_EPOCH),
+    "sequential_schedule": dict(schedulers="schedules",
+                                last_epoch=_NO_LAST_EPOCH),
+}
+
 
 def reference_names(**renames: str | None) -> Callable[[_Function],
                                                         _Function]:

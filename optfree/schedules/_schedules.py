@@ -15,7 +15,7 @@ forms; the two agree to a few float64 ulps per step (the tests hold them to
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +26,17 @@ from optfree._checks import check_interval
 from optfree._checks import check_non_negative
 from optfree._checks import check_number
 from optfree._checks import check_positive
+from optfree._checks import REFERENCE_NAMES
+from optfree._checks import reference_names
 
 Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
+_Constructor = TypeVar("_Constructor", bound=Callable[..., Schedule])
+
+
+def _torch_names(constructor: _Constructor) -> _Constructor:
+  """torch's keyword names (``T_max``, ``total_iters``) get a TypeError that
+  gives optfree's (``t_max``, ``total_steps``); see the porting table."""
+  return reference_names(**REFERENCE_NAMES[constructor.__name__])(constructor)
 
 
 def _float_dtype() -> jnp.dtype:
@@ -131,6 +140,7 @@ def _check_milestones(name: str, milestones: Sequence[int]) -> tuple:
     raise ValueError(f"{error} (in {name}={milestones!r})") from None
 
 
+@_torch_names
 def step_schedule(
     init_value: float, step_size: int, gamma: float = 0.1
 ) -> Schedule:
@@ -168,6 +178,7 @@ def step_schedule(
   return schedule
 
 
+@_torch_names
 def multistep_schedule(
     init_value: float, milestones: Sequence[int], gamma: float = 0.1
 ) -> Schedule:
@@ -213,6 +224,7 @@ def multistep_schedule(
   return schedule
 
 
+@_torch_names
 def exponential_schedule(init_value: float, gamma: float) -> Schedule:
   r"""Decays by ``gamma`` every update (torch ``ExponentialLR``).
 
@@ -245,6 +257,7 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
   return schedule
 
 
+@_torch_names
 def constant_factor_schedule(
     init_value: float, factor: float = 1.0 / 3, total_steps: int = 5
 ) -> Schedule:
@@ -288,6 +301,7 @@ def constant_factor_schedule(
   return schedule
 
 
+@_torch_names
 def linear_factor_schedule(
     init_value: float,
     start_factor: float = 1.0 / 3,
@@ -342,6 +356,7 @@ def linear_factor_schedule(
   return schedule
 
 
+@_torch_names
 def polynomial_decay_schedule(
     init_value: float, total_steps: int = 5, power: float = 1.0
 ) -> Schedule:
@@ -388,6 +403,7 @@ def polynomial_decay_schedule(
   return schedule
 
 
+@_torch_names
 def cosine_annealing_schedule(
     init_value: float, t_max: int, eta_min: float = 0.0
 ) -> Schedule:
@@ -439,6 +455,7 @@ def cosine_annealing_schedule(
   return schedule
 
 
+@_torch_names
 def cosine_warm_restarts_schedule(
     init_value: float, t_0: int, t_mult: int = 1, eta_min: float = 0.0
 ) -> Schedule:
@@ -554,6 +571,7 @@ def _cyclic_height(
   return height
 
 
+@_torch_names
 def cyclic_schedule(
     base_lr: float,
     max_lr: float,
@@ -722,6 +740,7 @@ def _onecycle(
   return schedule
 
 
+@_torch_names
 def onecycle_schedule(
     max_lr: float,
     total_steps: int,
@@ -1041,6 +1060,7 @@ def per_epoch(schedule: Schedule, steps_per_epoch: int) -> Schedule:
   return lambda count: schedule(_floor_div(jnp.asarray(count), steps_per_epoch))
 
 
+@_torch_names
 def sequential_schedule(
     schedules: Sequence[Schedule], milestones: Sequence[int]
 ) -> Schedule:
