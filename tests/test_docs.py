@@ -170,7 +170,7 @@ def test_readme_quality_figures_are_the_committed_results():
 
 # The porting table --------------------------------------------------------
 
-_FUNC = re.compile(r"\{func\}`optfree\.(\w+)`")
+_FUNC = re.compile(r"\{func\}`~?optfree\.(\w+)`")
 
 
 def _porting_rows():
@@ -319,3 +319,62 @@ def test_schedule_free_guide_gives_x_of_each_group_of_a_multi_transform():
       alone["b"], split["b"])["u"], rtol=1e-6)
   np.testing.assert_array_equal(x["c"], params["c"])  # not Schedule-Free
   assert not np.allclose(x["a"], params["a"])
+
+
+# The site's look: what a headless browser showed (issue 23, item 9) -------
+
+
+def _built_pages(html):
+  return [page for page in html.rglob("*.html")
+          if "_static" not in page.parts and "_modules" not in page.parts
+          and page.name not in ("search.html", "genindex.html")]
+
+
+def test_every_page_has_one_search_box(site):
+  """pydata-sphinx-theme 0.20 put a second search box in a header bar."""
+  html, _ = site
+  pages = _built_pages(html)
+  assert len(pages) > 30
+  for page in pages:
+    text = page.read_text()
+    assert text.count('class="btn search-button-field') == 1, page
+    assert 'class="navbar-persistent--mobile"' not in text, page
+
+
+def _css_rules(html):
+  css = (html / "_static" / "custom.css").read_text()
+  css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+  rules = {}
+  for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", css):
+    declarations = dict(
+        (key.strip(), value.strip()) for key, value in
+        (item.split(":", 1) for item in body.split(";") if ":" in item))
+    for selector in selectors.split(","):
+      rules.setdefault(" ".join(selector.split()), {}).update(declarations)
+  return rules
+
+
+def test_notebook_cells_wrap_inside_their_box(site):
+  html, _ = site
+  page = (html / "notebooks" / "02_schedules.html").read_text()
+  assert "_static/custom.css" in page
+  # The cell markup the rules select (myst-nb's), around the longest line of
+  # the notebooks (02's panels, over 150 characters).
+  assert re.search(r'<div class="cell_input docutils container">\s*<div '
+                   r'class="highlight-ipython3 notranslate">', page)
+  rules = _css_rules(html)
+  for selector in ("div.cell div.cell_input pre", "div.cell div.cell_output pre"):
+    assert rules[selector]["white-space"] == "pre-wrap", selector
+    assert rules[selector]["overflow-wrap"] == "anywhere", selector
+
+
+def test_right_hand_contents_breaks_long_names(site):
+  html, _ = site
+  page = (html / "guides" / "schedules.html").read_text()
+  assert 'class="bd-sidebar-secondary' in page
+  # The longest entry of its contents, an unbreakable 28-character name.
+  assert ('nav-link" href="#warmup-stable-decay-schedule">'
+          "warmup_stable_decay_schedule") in page
+  rules = _css_rules(html)
+  assert rules[".bd-sidebar-secondary"]["overflow-x"] == "hidden"
+  assert rules[".bd-sidebar-secondary .nav-link"]["overflow-wrap"] == "anywhere"
