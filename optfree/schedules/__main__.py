@@ -103,10 +103,11 @@ def gallery(path: str = "schedules.png",
   figure, axes = plt.subplots(rows, columns, squeeze=False,
                               figsize=(5 * columns, 3.2 * rows))
   for ax, (title, steps, curves) in zip(axes.flat, panels):
-    S.plot({label or None: schedule for label, schedule in curves.items()},
-           steps, ax=ax, title=title)
-    if any(curves):
+    if all(curves):  # labelled curves, with a legend
+      S.plot(curves, steps, ax=ax, title=title)
       ax.legend(fontsize="small")
+    else:
+      S.plot(list(curves.values()), steps, ax=ax, title=title)
   for ax in axes.flat[len(panels):]:
     ax.set_visible(False)
   figure.tight_layout()
