@@ -4,7 +4,9 @@ Each check raises ``ValueError`` naming the argument and the value it got, at
 construction time. Values that cannot be inspected without tracing are let
 through: a callable (an optax schedule) and a JAX tracer (a hyperparameter that
 ``optax.inject_hyperparams`` feeds in under ``jit``). Concrete arrays are checked
-like Python numbers.
+like Python numbers. Where a schedule is not accepted, ``check_number`` rejects
+it, saying how to schedule the argument instead. ``reference_names`` turns a
+keyword spelled as in the PyTorch reference into a pointed ``TypeError``.
 """
 
 from __future__ import annotations
