@@ -168,6 +168,11 @@ REFERENCE_NAMES: dict[str, dict[str, str | None]] = {
     "schedule_free_radam": dict(lr="learning_rate", betas=_BETAS,
                                 foreach=None),
     "schedule_free": dict(base="base_optimizer", momentum="b1"),
+    # facebookresearch/schedule_free's AdamCScheduleFreePlusPaper
+    "schedule_free_plus": dict(lr="learning_rate", betas=_BETAS,
+                               sf_beta1="sf_b1", sf_beta1_max="sf_b1_max",
+                               sf_beta1_anneal_steps="sf_b1_anneal_steps",
+                               polyak_beta="polyak_b"),
     # adabound 0.0.5 (and AdaBoundW of the repository)
     "adabound": dict(lr="learning_rate", betas=_BETAS),
     "amsbound": dict(lr="learning_rate", betas=_BETAS),
