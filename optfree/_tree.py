@@ -7,6 +7,10 @@ from typing import Any, Callable
 import jax
 
 
+class PerLeaf(list):
+  """Operands given leaf by leaf (one entry per leaf of the mapped tree)."""
+
+
 def map_leaves(
     fn: Callable[..., Any],
     tree: Any,
@@ -17,7 +21,8 @@ def map_leaves(
 
   ``index`` is the leaf's position in ``tree`` (the stochastic rounding draws
   its bits from it). Each of ``others`` is a tree with ``tree``'s structure,
-  a list with one entry per leaf, or ``None`` (``fn`` then gets ``None``).
+  a :class:`PerLeaf` list with one entry per leaf, or ``None`` (``fn`` then
+  gets ``None``).
 
   Args:
     fn: the per-leaf computation; returns one array, or a tuple of
@@ -35,7 +40,7 @@ def map_leaves(
   def column(other):
     if other is None:
       return [None] * len(leaves)
-    if isinstance(other, list):
+    if isinstance(other, PerLeaf):
       return other
     return treedef.flatten_up_to(other)
 

@@ -198,15 +198,15 @@ def _decay_per_leaf(
   """The weight decay of each param leaf (None where there is none)."""
   count = len(jax.tree.leaves(params))
   if _is_static_zero(weight_decay):
-    return [None] * count
+    return _tree.PerLeaf([None] * count)
   if mask is None:
-    return [weight_decay] * count
+    return _tree.PerLeaf([weight_decay] * count)
   mask_tree = mask(params) if callable(mask) else mask
   # A mask may be a prefix of the params tree, as in optax.masked.
   flags = jax.tree.leaves(
       jax.tree.map(lambda m, p: jax.tree.map(lambda _: m, p), mask_tree, params)
   )
-  return [weight_decay if bool(flag) else None for flag in flags]
+  return _tree.PerLeaf(weight_decay if bool(flag) else None for flag in flags)
 
 
 # The hyperparameters that may be schedules of the update count; every other

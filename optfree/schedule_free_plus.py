@@ -308,7 +308,8 @@ def schedule_free_plus(
             1 - jnp.asarray(polyak_b, dtype) ** step)
     numerator = jnp.maximum(0, value.astype(dtype) + ip_term)
     # A zero gradient has no Polyak step (the reference divides by zero).
-    moving = grad_l1_ema_corr > 0
+    # (A NaN average is not "zero": it reaches the updates, visibly.)
+    moving = grad_l1_ema_corr != 0
     polyak_lr = jnp.where(
         moving, numerator / jnp.where(moving, grad_l1_ema_corr, 1), 0)
     lr = jnp.asarray(_value_at(learning_rate, k), dtype) * (
@@ -330,6 +331,8 @@ def schedule_free_plus(
     bias_correction1 = 1 - jnp.asarray(b1, dtype) ** step
     bias_correction2 = 1 - jnp.asarray(b2, dtype) ** step
     decay = step_size * step_size
+    z_step_weight = 1 - sf_b1_k * (1 - c)
+    x_weight = sf_b1_k * (1 - c) * (1 - state.b1) / state.b1
     write = _rounding.write(rounding, seed, k)
     to_update = _rounding.params_update(rounding, seed, k)
 
@@ -347,10 +350,12 @@ def schedule_free_plus(
         new_z = new_z - decay * weight_decay_leaf * y_
       new_z = write(new_z - step_size * direction, z.dtype, leaf,
                     _rounding.Z)
-      x = (y_ - (1 - state.b1) * z_old) / state.b1
-      new_x = x + c * (new_z.astype(compute) - x)
-      new_y = sf_b1_k * new_x + (1 - sf_b1_k) * new_z.astype(compute)
-      return to_update(new_y - y_, y, leaf), new_z, m, v
+      # y_new - y from the differences z_new - y and z - y (x - y is
+      # -(1 - b1_prev) / b1_prev (z - y)): exactly 0 when z_new = z = y,
+      # and no x is formed.
+      update = (z_step_weight * (new_z.astype(compute) - y_)
+                - x_weight * (z_old - y_))
+      return to_update(update, y, leaf), new_z, m, v
 
     updates, z, mu, nu = _tree.map_leaves(
         leaf_update, grads, params, state.z, base.mu, base.nu,
