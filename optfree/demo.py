@@ -101,6 +101,11 @@ def train_one(task, spec, steps: int, seed: int, eval_every: int,
   }
 
 
+def _loss_text(loss: float) -> str:
+  # A diverged run's loss in a column of the others' width.
+  return f"{loss:.4f}" if abs(loss) < 1e4 else f"{loss:.3g}"
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
   header = ("optimizer", "lr", "test acc", "test loss", "steps/s",
             "state bytes", "state/params")
@@ -111,7 +116,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
                  else f"{r['learning_rate']:g}")
     rows.append((name, rate_text,
                  f"{r['final_test_accuracy']:.4f}",
-                 f"{r['final_test_loss']:.4f}",
+                 _loss_text(r["final_test_loss"]),
                  "-" if rate is None else f"{rate:.0f}",
                  f"{r['state_bytes']}", f"{r['state_per_param_bytes']:.2f}"))
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
