@@ -63,7 +63,8 @@ def record_steps(steps: int, eval_every: int) -> list[int]:
 
 
 def _quality():
-  sys.path.insert(0, str(ROOT / "benchmarks"))
+  if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
   import quality  # pylint: disable=import-outside-toplevel
   return quality
 
