@@ -303,7 +303,7 @@ def run_task(name: str, settings: dict[str, Any], optimizers: Sequence[str],
           continue
         progress(f"{name}: {opt} " + ("tuned" if tuned else "run")
                  + f" for {h} steps")
-        # The curves of longer runs are sampled as sparsely (per step) as T's.
+        # A 4T run's curve has as many points as a T run's.
         every = eval_every * max(1, h // steps)
         horizon_runs[opt][str(h)] = tune(task, spec, grid, seeds, h, every,
                                          widenings if tuned else 0,
@@ -939,6 +939,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         report = merge(existing[name], report, optimizers)
       except ValueError as error:
         parser.error(str(error))
+      ours = report["commands"][-1]["versions"]
+      for earlier in report["commands"][:-1]:
+        differ = sorted(key for key in set(ours) & set(earlier["versions"])
+                        if ours[key] != earlier["versions"][key])
+        if differ:
+          print(f"note: {name}'s JSON now holds runs of other {differ} "
+                f"versions ({earlier['command']}: {earlier['versions']})",
+                flush=True)
     path = out_dir / f"quality-{name}.json"
     path.write_text(json.dumps(report, indent=1))
     written = [path, *plot(report, out_dir)]

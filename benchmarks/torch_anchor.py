@@ -223,7 +223,7 @@ def _torch_modules():
                              "char_transformer": CharTransformer}
 
 
-def train(npz: pathlib.Path, threads: int | None = None,
+def train(npz: pathlib.Path, threads: int | None = 1,
           progress=print) -> dict[str, Any]:
   """Trains every seed of a dumped task; returns the JSON's content."""
   torch, functional, models = _torch_modules()
@@ -348,8 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--torch-python", default=None,
                       help="the Python with torch and "
                            f"{PACKAGE}=={PACKAGE_VERSION} (default: this one)")
-  parser.add_argument("--threads", type=int, default=None,
-                      help="torch's intra-op threads (default torch's)")
+  parser.add_argument("--threads", type=int, default=1,
+                      help="torch's intra-op threads (default 1: these "
+                           "models are too small to gain from more, and on "
+                           "a busy machine 2 threads ran 10x slower)")
   parser.add_argument("--out-dir", default=None,
                       help="default benchmarks/results, or a temporary "
                            "folder with --quick")
