@@ -288,29 +288,37 @@ def _quality_section(result: dict) -> str:
   for entry in result["optimizers"].values():
     final = entry["final"]
     edge = "\\*" if entry["best_lr_at_grid_edge"] else ""
-    row = (f"| {entry['label']} | {entry['best_lr']:g}{edge} | "
+    lr = f"{entry['best_lr']:g}{edge}" if entry.get("tuned", True) else "untuned"
+    row = (f"| {entry['label']} | {lr} | "
            f"{final['test_loss_mean']:.3f} ± {final['test_loss_std']:.3f} | ")
     if with_accuracy:
       row += (f"{100 * final['test_accuracy_mean']:.1f}% ± "
               f"{100 * final['test_accuracy_std']:.1f} | ")
     lines.append(row + f"{entry['state_per_param_bytes']:.2f} |")
-  names = [n for n in result["horizons"][0] if n != "steps"]
+  # The 4T row holds only the runs that go on to 4T.
+  names = []
+  for horizon in result["horizons"]:
+    names += [n for n in horizon if n != "steps" and n not in names]
   lines += [
       "",
       "Tuned for each stopping time (the schedules rerun per horizon, "
-      "Schedule-Free read from its one run), test loss:\n",
+      "Schedule-Free read from its one run; – where a run stops before), "
+      "test loss:\n",
       "| stop at | " + " | ".join(result["optimizers"][n]["label"]
                                  for n in names) + " |",
       "| --- | " + " | ".join("---" for _ in names) + " |",
   ]
   for horizon in result["horizons"]:
     lines.append(f"| {horizon['steps']} | " + " | ".join(
-        f"{horizon[n]['test_loss_mean']:.3f}" for n in names) + " |")
+        f"{horizon[n]['test_loss_mean']:.3f}" if n in horizon else "–"
+        for n in names) + " |")
   return "\n".join(lines) + "\n"
 
 
 def quality_tables(docs: pathlib.Path) -> None:
   """Writes ``guides/_quality.md`` from benchmarks/results/quality-*.json."""
-  results = sorted((docs.parent / "benchmarks" / "results").glob("quality-*.json"))
+  results = sorted(
+      path for path in (docs.parent / "benchmarks" / "results").glob("quality-*.json")
+      if not path.name.endswith("-torch-anchor.json"))  # benchmarks/torch_anchor.py's
   sections = [_quality_section(json.loads(path.read_text())) for path in results]
   _write_if_changed(docs / "guides" / "_quality.md", "\n".join(sections))

@@ -353,6 +353,32 @@ def _wsd(lr, total_steps):
   return optax.adamw(_scaled(lr, schedule), weight_decay=WEIGHT_DECAY)
 
 
+def _sf_plus(lr, total_steps):
+  # ScheduleFree+ untuned: no learning rate, no warmup, no stopping time. Its
+  # learning rate is a multiplier of the Polyak step (1 by default); the
+  # benchmarks never pass one, so that this is what a user calling
+  # optfree.schedule_free_plus() with no arguments runs.
+  del lr, total_steps
+  return optfree.schedule_free_plus()
+
+
+def _prodigy_warmup_cosine(total_steps):
+  # Linear warmup (k + 1) / W to 1 over 5% of the run, then cosine to 0.
+  # Unlike _warmup_cosine it does not start at 0: optax.contrib.prodigy's
+  # estimate is 0 / 0 (NaN) after a first step with learning rate 0.
+  warmup = _warmup(total_steps)
+  cosine = optax.cosine_decay_schedule(1.0, max(1, total_steps - warmup))
+  return optax.join_schedules(
+      [lambda count: (count + 1) / warmup, cosine], [warmup])
+
+
+def _prodigy_cosine(lr, total_steps):
+  # Prodigy's learning rate is a multiplier of its own estimate (1, its
+  # default, untuned); the schedule still needs the stopping time. Its other
+  # settings are optax.contrib.prodigy's defaults (no weight decay).
+  return optax.contrib.prodigy(_scaled(lr, _prodigy_warmup_cosine(total_steps)))
+
+
 # Learning rate of the demo and starting grid of the quality benchmark (which
 # widens a grid whose best value is at an edge). The grids are half-decade
 # steps around the values chosen on validation data in
@@ -383,6 +409,13 @@ OPTIMIZERS = {
                       1e-2, _ADAM_GRID),
         OptimizerSpec("wsd", "AdamW + warmup-stable-decay", _wsd,
                       1e-2, _ADAM_GRID),
+        # Not tuned: a grid of one value is the one run (quality.py runs no
+        # search for it).
+        OptimizerSpec("sf_plus", "ScheduleFree+ (defaults, no tuning)",
+                      _sf_plus, 1.0, (1.0,), schedule_free=True),
+        OptimizerSpec("prodigy_cosine",
+                      "Prodigy + warmup-cosine (lr 1, no tuning)",
+                      _prodigy_cosine, 1.0, (1.0,)),
     )
 }
 

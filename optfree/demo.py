@@ -19,8 +19,9 @@ import pathlib
 import time
 from typing import Any, Sequence
 
+# sf_plus is ScheduleFree+ at its defaults: no learning rate, no tuning.
 DEFAULT_OPTIMIZERS = ("adamw_cosine", "sf_adamw", "lion", "adabound",
-                      "onecycle")
+                      "onecycle", "sf_plus")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--no-progress", action="store_true",
                       help="hide the progress bar")
   return parser
+
+
+def is_tuned(spec) -> bool:
+  """Whether the optimizer has a learning rate chosen for it (a grid of one
+  value is an untuned optimizer's, run as it comes)."""
+  return len(spec.lr_grid) > 1
 
 
 def train_one(task, spec, steps: int, seed: int, eval_every: int,
@@ -82,7 +89,8 @@ def train_one(task, spec, steps: int, seed: int, eval_every: int,
   timed_steps = steps - curve["step"][0]
   return {
       "label": spec.label,
-      "learning_rate": spec.learning_rate,
+      # None: not tuned, nothing passed (ScheduleFree+ at its defaults).
+      "learning_rate": spec.learning_rate if is_tuned(spec) else None,
       "final_test_accuracy": curve["test_accuracy"][-1],
       "final_test_loss": curve["test_loss"][-1],
       "steps_per_s": timed_steps / train_s if timed_steps else None,
@@ -93,15 +101,22 @@ def train_one(task, spec, steps: int, seed: int, eval_every: int,
   }
 
 
+def _loss_text(loss: float) -> str:
+  # A diverged run's loss in a column of the others' width.
+  return f"{loss:.4f}" if abs(loss) < 1e4 else f"{loss:.3g}"
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
   header = ("optimizer", "lr", "test acc", "test loss", "steps/s",
             "state bytes", "state/params")
   rows = [header]
   for name, r in results.items():
     rate = r["steps_per_s"]
-    rows.append((name, f"{r['learning_rate']:g}",
+    rate_text = ("default" if r["learning_rate"] is None
+                 else f"{r['learning_rate']:g}")
+    rows.append((name, rate_text,
                  f"{r['final_test_accuracy']:.4f}",
-                 f"{r['final_test_loss']:.4f}",
+                 _loss_text(r["final_test_loss"]),
                  "-" if rate is None else f"{rate:.0f}",
                  f"{r['state_bytes']}", f"{r['state_per_param_bytes']:.2f}"))
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -121,7 +136,8 @@ def plot(results: dict[str, dict[str, Any]], path: pathlib.Path,
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name, r in results.items():
     ax.plot(r["curve"]["step"], r["curve"]["test_accuracy"],
-            label=f"{r['label']} (lr {r['learning_rate']:g})")
+            label=r["label"] if r["learning_rate"] is None
+            else f"{r['label']} (lr {r['learning_rate']:g})")
   ax.set_xlabel("step")
   ax.set_ylabel("test accuracy")
   ax.set_title(title)

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import os
+import pathlib
 import re
 import sys
 
@@ -342,3 +343,126 @@ def test_the_committed_low_precision_tables_have_no_nan_cell(low_precision):
   for line in tables.splitlines():
     assert "nanx" not in line and "| nan" not in line, line
   assert ("seed 7 diverged (NaN); the other 9: " in tables)
+
+
+# ---------------------------------------------- benchmarks/torch_anchor.py
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_RESULTS = _ROOT / "benchmarks" / "results"
+
+
+@pytest.fixture(scope="module")
+def torch_anchor():
+  spec = importlib.util.spec_from_file_location(
+      "torch_anchor", _ROOT / "benchmarks" / "torch_anchor.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def anchor_dump(torch_anchor, tmp_path_factory):
+  """Both quick tasks dumped for 6 steps (24 with the 4T run), seeds 0, 1."""
+  quality = torch_anchor._quality()  # pylint: disable=protected-access
+  out = tmp_path_factory.mktemp("anchor")
+  dumps = {}
+  for name in ("mnist1d", "charlm"):
+    settings = dict(quality.QUICK[name], steps=6, eval_every=3)
+    dumps[name] = torch_anchor.dump(name, settings, [0, 1], True,
+                                    out / f"{name}.npz")
+  return quality, dumps
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "charlm"])
+def test_torch_anchor_draws_the_batches_that_quality_runs_draw(
+    torch_anchor, anchor_dump, name):
+  quality, _ = anchor_dump
+  task = quality.TASK_BUILDERS[name](**quality.QUICK[name]["model"])
+  train = task.train_arrays()
+  for seed in (0, 3):
+    indices = torch_anchor.batch_indices(task, seed, 5)
+    # The data key of _demo_models.Runs, folded with the step as in its loop.
+    data_key = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s)))(
+        jnp.asarray([seed]))[0, 1]
+    for step in (0, 4):
+      x, y = task.sample_batch(train, jax.random.fold_in(data_key, step))
+      if task.is_language_model:
+        window = indices[step][:, None] + np.arange(x.shape[1] + 1)
+        np.testing.assert_array_equal(np.asarray(x), task.data.x[window[:, :-1]])
+        np.testing.assert_array_equal(np.asarray(y), task.data.x[window[:, 1:]])
+      else:
+        np.testing.assert_array_equal(np.asarray(x), task.data.x[indices[step]])
+        np.testing.assert_array_equal(np.asarray(y), task.data.y[indices[step]])
+
+
+def test_torch_anchor_dump_holds_data_batches_and_protocol(torch_anchor,
+                                                           anchor_dump):
+  quality, dumps = anchor_dump
+  for name, path in dumps.items():
+    data = np.load(path)
+    meta = json.loads(str(data["meta"]))
+    settings = dict(quality.QUICK[name], steps=6, eval_every=3)
+    task = quality.TASK_BUILDERS[name](**settings["model"])
+    assert {k: meta[k] for k in quality.PROTOCOL_KEYS} == quality.protocol(
+        task, settings, [0, 1], True)
+    assert data["batches"].shape == (2, torch_anchor.LONG * 6,
+                                     task.batch_size)
+    np.testing.assert_array_equal(data["x_test"], task.data.x_test)
+    assert ("y" in data.files) == (name == "mnist1d")
+
+
+def test_torch_anchor_records_quality_stops(torch_anchor):
+  quality = torch_anchor._quality()  # pylint: disable=protected-access
+  assert torch_anchor.LONG == quality.LONG
+  assert torch_anchor.stops(800) == quality.stops(800, long=True)
+  assert torch_anchor.record_steps(8, 4) == [2, 4, 8, 24, 32]
+
+
+def test_torch_anchor_trains_in_torch_and_writes_quality_json(
+    torch_anchor, anchor_dump, tmp_path):
+  pytest.importorskip("torch", reason="the torch anchor trains in torch "
+                      "(extra `reference`); its data and batches are tested "
+                      "without it")
+  pytest.importorskip("prodigyplus", reason="needs prodigy-plus-schedule-free "
+                      "2.0.1 (extra `reference`)")
+  quality, dumps = anchor_dump
+  for name, path in dumps.items():
+    out = tmp_path / f"{name}.json"
+    torch_anchor.main(["--train", str(path), "--out", str(out),
+                       "--threads", "1"])
+    _check_anchor(torch_anchor, json.loads(out.read_text()))
+
+
+def _check_anchor(torch_anchor, anchor):
+  steps = anchor["config"]["steps"]
+  assert anchor["num_params"] == anchor["num_params_jax"]
+  assert anchor["optimizer"]["package"] == "prodigy-plus-schedule-free==2.0.1"
+  assert anchor["versions"]["prodigy-plus-schedule-free"] == "2.0.1"
+  assert anchor["curve"]["step"] == torch_anchor.record_steps(
+      steps, anchor["config"]["eval_every"])
+  assert sorted(anchor["at_horizon"], key=int) == [
+      str(s) for s in torch_anchor.stops(steps)]
+  assert anchor["final"] == anchor["at_horizon"][str(steps)]
+  for entry in anchor["at_horizon"].values():
+    assert len(entry["test_loss_per_seed"]) == len(anchor["config"]["seeds"])
+    assert entry["test_loss_mean"] == pytest.approx(
+        np.mean(entry["test_loss_per_seed"]))
+  assert anchor["command"].startswith("python benchmarks/torch_anchor.py")
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "charlm"])
+def test_committed_torch_anchor_matches_the_quality_run(torch_anchor, name):
+  """The committed anchor ran quality.py's protocol; until it is committed,
+  the quality guide says it has not run (tests/test_quality.py checks the
+  guide's block against these files)."""
+  import quality  # pylint: disable=import-outside-toplevel
+  path = quality.anchor_path(_RESULTS, name)
+  if not path.exists():
+    assert "not run yet" in quality.docs_blocks(_RESULTS)["docs"] or (
+        "Pending" in quality.docs_blocks(_RESULTS)["docs"])
+    return
+  anchor = json.loads(path.read_text())
+  _check_anchor(torch_anchor, anchor)
+  report = json.loads((_RESULTS / f"quality-{name}.json").read_text())
+  quality.check_anchor_protocol(report, anchor)
+  assert not anchor["config"]["quick"]

@@ -16,7 +16,7 @@ from optfree import demo
 
 TINY = ["--steps", "12", "--eval-every", "6", "--num-samples", "600",
         "--batch-size", "16", "--no-progress", "--seed", "3"]
-OPTIMIZERS = ("adamw_cosine", "sf_adamw")
+OPTIMIZERS = ("adamw_cosine", "sf_adamw", "sf_plus")
 RESULT_KEYS = {"label", "learning_rate", "final_test_accuracy",
                "final_test_loss", "steps_per_s", "first_chunk_s",
                "state_bytes", "state_per_param_bytes", "curve"}
@@ -47,11 +47,27 @@ def test_writes_png_and_json_with_every_optimizer(first_run):
 
 def test_state_size_counts_the_buffers(first_run):
   results = first_run[1]["results"]
-  # AdamW keeps mu and nu; Schedule-Free AdamW keeps z and v (plus scalars).
+  # AdamW keeps mu and nu; Schedule-Free AdamW keeps z and v (plus scalars);
+  # ScheduleFree+ keeps z, m and v.
   assert results["adamw_cosine"]["state_per_param_bytes"] == pytest.approx(
       2.0, abs=0.01)
   assert results["sf_adamw"]["state_per_param_bytes"] == pytest.approx(
       2.0, abs=0.01)
+  assert results["sf_plus"]["state_per_param_bytes"] == pytest.approx(
+      3.0, abs=0.01)
+
+
+def test_schedule_free_plus_row_is_untuned(first_run, capsys):
+  """The demo runs ScheduleFree+ as optfree.schedule_free_plus() with no
+  argument: no learning rate in its JSON, "default" in the table."""
+  assert "sf_plus" in demo.DEFAULT_OPTIMIZERS
+  result = first_run[1]["results"]["sf_plus"]
+  assert result["learning_rate"] is None
+  assert result["label"] == "ScheduleFree+ (defaults, no tuning)"
+  assert first_run[1]["results"]["sf_adamw"]["learning_rate"] == 0.03
+  row = next(line for line in demo.format_table(
+      first_run[1]["results"]).splitlines() if line.startswith("sf_plus"))
+  assert row.split()[1] == "default"
 
 
 def test_same_seed_gives_the_same_curves_and_a_table_row(
@@ -208,3 +224,9 @@ def test_schedules_cli_refuses_unknown_names_and_two_paths(args, expected,
   assert result.returncode == 2
   assert expected in result.stderr
   assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverged_loss_keeps_the_table_narrow():
+  assert demo._loss_text(0.18934) == "0.1893"
+  assert demo._loss_text(4.150376294267224e18) == "4.15e+18"
+  assert demo._loss_text(float("nan")) == "nan"
