@@ -36,6 +36,10 @@ class Entry:
   schedule_free: bool = False
   # update() needs value=, the loss at the params (ScheduleFree+).
   needs_value: bool = False
+  # Per-element work only. ScheduleFree+'s step size is a sum over all
+  # leaves: a NaN element reaches every update, and a sharded step has
+  # scalar all-reduces.
+  elementwise: bool = True
 
   def make(self, **overrides: Any) -> optax.GradientTransformation:
     return self.factory(**{**self.kwargs, **overrides})
@@ -90,7 +94,7 @@ OPTIMIZERS = (
     Entry("schedule_free_plus", optfree.schedule_free_plus,
           dict(learning_rate=0.1, warmup_steps=2, weight_decay=1.0,
                polyak_b=0.5),
-          schedule_free=True, needs_value=True),
+          schedule_free=True, needs_value=True, elementwise=False),
 )
 
 OPTIMIZER_IDS = tuple(entry.name for entry in OPTIMIZERS)
