@@ -204,8 +204,8 @@ def test_nnx_optimizer_hands_the_loss_to_update_under_nnx_jit(entry):
   """nnx.Optimizer.update(model, grads, value=loss) inside an nnx.jit step.
 
   The same run as a jitted manual loop over pure arrays (to float32
-  rounding: the programs differ); the
-  loss really reaches the optimizer: another value gives another step.
+  rounding: the programs differ); the loss really reaches the optimizer:
+  another value gives another step.
   """
   @nnx.jit
   def train_step(model, optimizer, batch, scale):
