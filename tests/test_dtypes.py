@@ -190,6 +190,40 @@ def test_state_dtype_argument_is_honoured(entry):
         assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
 
 
+# Param-sized buffers each optimizer needs (DESIGN.md, principle 3): the
+# state holds these and scalars, nothing else. ScheduleFree+'s reference
+# keeps x, y, z, m and v; here the params are y and x follows from y and z.
+PARAM_SIZED_BUFFERS = {
+    "schedule_free_sgd": 1,  # z
+    "schedule_free_adamw": 2,  # z, v
+    "schedule_free_radam": 2,  # z, v
+    "schedule_free_wrapper": 3,  # z, and optax.adam's m and v
+    "adabound": 2,  # m, v
+    "amsbound": 3,  # m, v, the maximum of v
+    "adaboundw": 2,  # m, v
+    "lion": 1,  # m
+    "schedule_free_plus": 3,  # z, m, v
+}
+
+
+@pytest.mark.parametrize("param_dtypes",
+                         ["float32", "bfloat16", "mixed_bf16_f32"])
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_state_bytes_are_its_buffers_and_scalars(entry, param_dtypes):
+  history = _history(entry, param_dtypes)
+  params = history[0][0]
+  param_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
+  for _, state, _ in history:
+    leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(state)]
+    scalars = [leaf for leaf in leaves if leaf.ndim == 0]
+    total = sum(leaf.nbytes for leaf in leaves)
+    assert total == (PARAM_SIZED_BUFFERS[entry.name] * param_bytes
+                     + sum(leaf.nbytes for leaf in scalars))
+    # Each buffer is like one param (no flattened or stacked copies).
+    assert len(leaves) - len(scalars) == (
+        PARAM_SIZED_BUFFERS[entry.name] * len(jax.tree.leaves(params)))
+
+
 # ScheduleFree+ with stochastic rounding -------------------------------------
 # (tests/test_rounding.py checks the other optimizers alike.)
 
