@@ -63,7 +63,7 @@ from optfree.schedule_free import _copy_tree
 from optfree.schedule_free import _decay_per_leaf
 from optfree.schedule_free import _init_state
 from optfree.schedule_free import _kahan_add
-from optfree.schedule_free import _learning_rate_at
+from optfree.schedule_free import _value_at
 from optfree.schedule_free import _scalar_dtype
 from optfree.schedule_free import _warmup_factor
 from optfree.schedule_free import _zeros_tree
@@ -136,6 +136,7 @@ def _check_value(value: Any) -> jax.Array:
   return value
 
 
+@_checks.reference_names(**_checks.REFERENCE_NAMES["schedule_free_plus"])
 def schedule_free_plus(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     *,
@@ -145,7 +146,7 @@ def schedule_free_plus(
     sf_b1_max: float = 0.965,
     sf_b1_anneal_steps: int = 0,
     eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
     polyak_b: float = 0.0,
@@ -186,7 +187,8 @@ def schedule_free_plus(
     eps: added to Adam's denominator; also the floor of the learning rate
       and the start of the running maximum step size.
     weight_decay: AdamC weight decay, scaled by the step size squared and
-      applied at :math:`y` (values like 20 or 50, not AdamW's 0.1).
+      applied at :math:`y` (values like 20 or 50, not AdamW's 0.1); a number
+      or a schedule of the update count.
     r: power of the step count in the averaging weight.
     weight_lr_power: power of the maximal step size in the averaging weight.
     polyak_b: decay of the average of the gradient's L1 norm, in [0, 1);
@@ -233,6 +235,13 @@ def schedule_free_plus(
     >>> print(jnp.round(optfree.eval_params(state, params), 2))
     [3. 3.]
   """
+  numbers = dict(b1=b1, b2=b2, sf_b1=sf_b1, sf_b1_max=sf_b1_max,
+                 sf_b1_anneal_steps=sf_b1_anneal_steps, eps=eps, r=r,
+                 weight_lr_power=weight_lr_power, polyak_b=polyak_b,
+                 c_warmup=c_warmup, warmup_steps=warmup_steps)
+  for name, value in numbers.items():
+    _checks.check_number(name, value,
+                         schedulable_via="optfree.schedule_free_plus")
   _checks.check_non_negative("learning_rate", learning_rate)
   for name, value in dict(b1=b1, b2=b2, polyak_b=polyak_b).items():
     _checks.check_interval(name, value, 0.0, 1.0, high_closed=False)
@@ -295,7 +304,7 @@ def schedule_free_plus(
     moving = grad_l1_ema_corr > 0
     polyak_lr = jnp.where(
         moving, numerator / jnp.where(moving, grad_l1_ema_corr, 1), 0)
-    lr = jnp.asarray(_learning_rate_at(learning_rate, k), dtype) * (
+    lr = jnp.asarray(_value_at(learning_rate, k), dtype) * (
         _warmup_factor(warmup_steps, step))
     step_size = jnp.maximum(lr, eps) * polyak_lr
 
@@ -338,7 +347,8 @@ def schedule_free_plus(
 
     updates, z, mu, nu = _tree.map_leaves(
         leaf_update, grads, params, state.z, base.mu, base.nu,
-        _decay_per_leaf(weight_decay, mask, params), num_outputs=4)
+        _decay_per_leaf(_value_at(weight_decay, k), mask, params),
+        num_outputs=4)
     new_state = ScheduleFreeState(
         count=optax.safe_increment(k),
         lr_max=lr_max,
