@@ -49,11 +49,15 @@ def loss(params, batch):
 
 
 def train_step(tx):
-  """One step on a batch; under jit the batch may be sharded over devices."""
+  """One step on a batch; under jit the batch may be sharded over devices.
+
+  The optimizer gets the loss too, ``value=`` (ScheduleFree+ needs it; the
+  others ignore it).
+  """
 
   def step(params, state, batch):
-    grads = jax.grad(loss)(params, batch)
-    updates, state = tx.update(grads, state, params)
+    value, grads = jax.value_and_grad(loss)(params, batch)
+    updates, state = tx.update(grads, state, params, value=value)
     return optax.apply_updates(params, updates), state
 
   return step

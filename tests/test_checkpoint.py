@@ -5,6 +5,8 @@ fresh process-like start (a template built from ``tx.init``, as a training
 script would), and continued. The resumed run must equal the uninterrupted one
 bit for bit: through orbax-checkpoint's ``StandardCheckpointer`` and through
 plain numpy (``np.savez`` of the flattened leaves plus the tree's key paths).
+Each update gets ``value=``, a stand-in loss of the params (see
+tests/optimizer_table.py), so a resumed run gets the same values too.
 """
 
 import functools
@@ -20,6 +22,7 @@ import pytest
 import optfree
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
 from tests.optimizer_table import small_params as _params
+from tests.optimizer_table import stand_in_loss
 
 STEPS = 8
 INTERRUPT_AT = 3  # inside the table's warmup (2 steps) is too early; past it
@@ -30,7 +33,8 @@ def _gradient(step):
 
 
 def _step(tx, params, state, gradient):
-  updates, state = tx.update(gradient, state, params)
+  updates, state = tx.update(gradient, state, params,
+                             value=stand_in_loss(params))
   return optax.apply_updates(params, updates), state
 
 
@@ -176,7 +180,8 @@ def test_update_on_state_restored_without_target_says_how(entry, tmp_path):
   restored = checkpointer.restore(tmp_path / "checkpoint")
   checkpointer.close()
   with pytest.raises(TypeError, match=RESTORE_WORDS):
-    tx.update(_gradient(0), restored["opt_state"], restored["params"])
+    tx.update(_gradient(0), restored["opt_state"], restored["params"],
+              value=stand_in_loss(params))
 
 
 def test_documented_save_restore_recipe(tmp_path):

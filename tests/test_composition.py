@@ -5,7 +5,9 @@ compares the result with an equivalent run written without the wrapper (the
 wrapper's documented semantics done by hand). For the Schedule-Free entries the
 evaluation point ``optfree.eval_params`` must be found through the wrapper and
 equal the one of the equivalent run. Runs are in float64 so that equivalent
-runs agree to rounding.
+runs agree to rounding. Every update gets the loss, ``value=``, as
+tests/optimizer_table.py explains (ScheduleFree+ needs it); both runs of a
+comparison get the loss at their own params.
 """
 
 import functools
@@ -52,14 +54,15 @@ def _loss(params, batch):
 
 
 _grad = jax.jit(jax.grad(_loss))
+_value_and_grad = jax.jit(jax.value_and_grad(_loss))
 
 
 def _step_fn(tx, jit=False):
   # Eager by default: the primitives' executables are cached across tests,
   # while a jitted step compiles once per optimizer and wrapper. Wrappers
   # built on lax.cond or tree-wide selects run much faster jitted.
-  def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
+  def step(params, state, grads, value):
+    updates, state = tx.update(grads, state, params, value=value)
     return optax.apply_updates(params, updates), state
 
   return jax.jit(step) if jit else step
@@ -70,7 +73,8 @@ def _run(tx, batches, params=None):
   state = tx.init(params)
   step = _step_fn(tx)
   for batch in batches:
-    params, state = step(params, state, _grad(params, batch))
+    value, grads = _value_and_grad(params, batch)
+    params, state = step(params, state, grads, value)
   return params, state
 
 
@@ -126,9 +130,9 @@ def test_after_clip_by_global_norm_equals_clipped_gradients(entry, wrapper):
   expected_params = _init_params()
   expected_state = plain.init(expected_params)
   for batch in batches:
-    grads = _clip_by_hand(_grad(expected_params, batch))
+    value, grads = _value_and_grad(expected_params, batch)
     updates, expected_state = plain.update(
-        grads, expected_state, expected_params
+        _clip_by_hand(grads), expected_state, expected_params, value=value
     )
     expected_params = optax.apply_updates(expected_params, updates)
 
@@ -158,9 +162,9 @@ def test_inject_hyperparams_changes_without_recompiling(entry):
   traces = []
 
   @jax.jit
-  def step(params, state, grads):
+  def step(params, state, grads, value):
     traces.append(None)
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params, value=value)
     return optax.apply_updates(params, updates), state
 
   params = _init_params()
@@ -171,15 +175,17 @@ def test_inject_hyperparams_changes_without_recompiling(entry):
         base_lr * factor, hyperparams["learning_rate"].dtype
     )
     hyperparams["b1"] = jnp.asarray(b1, hyperparams["b1"].dtype)
-    params, state = step(params, state, _grad(params, batch))
+    value, grads = _value_and_grad(params, batch)
+    params, state = step(params, state, grads, value)
   assert len(traces) == 1, f"retraced {len(traces) - 1} times"
 
   expected_params = _init_params()
   expected_state = entry.make().init(expected_params)
   for batch, factor, b1 in zip(batches, LEARNING_RATE_FACTORS, B1_VALUES):
     tx_now = entry.make(learning_rate=base_lr * factor, b1=b1)
+    value, grads = _value_and_grad(expected_params, batch)
     updates, expected_state = tx_now.update(
-        _grad(expected_params, batch), expected_state, expected_params
+        grads, expected_state, expected_params, value=value
     )
     expected_params = optax.apply_updates(expected_params, updates)
 
@@ -213,16 +219,21 @@ def test_multisteps_equals_step_on_averaged_gradient(entry):
   for outer in range(outer_steps):
     micro = batches[outer * EVERY_K:(outer + 1) * EVERY_K]
     before = params
+    # MultiSteps hands the inner optimizer the value of the call that emits
+    # the update: the loss of the accumulated batch is the micro-batches'
+    # mean, all taken at the same params.
+    value = sum(_loss(params, batch) for batch in micro) / EVERY_K
     for index, batch in enumerate(micro):
-      params, state = step(params, state, _grad(params, batch))
+      params, state = step(params, state, _grad(params, batch), value)
       if index < EVERY_K - 1:
         _assert_trees_equal(params, before)
     averaged = jax.tree.map(
         lambda *g: sum(g) / EVERY_K,
         *[_grad(expected_params, batch) for batch in micro],
     )
+    value = sum(_loss(expected_params, batch) for batch in micro) / EVERY_K
     updates, expected_state = plain_step(
-        averaged, expected_state, expected_params
+        averaged, expected_state, expected_params, value=value
     )
     expected_params = optax.apply_updates(expected_params, updates)
     _assert_trees_close(params, expected_params, MULTISTEPS_RTOL)
@@ -257,12 +268,13 @@ def test_multi_transform_runs_each_group_with_its_optimizer(index):
   dense_state = dense_tx.init(expected["dense"])
   scale_state = scale_tx.init(expected["scale"])
   for batch in batches:
-    grads = _grad(expected, batch)
+    # Each group's optimizer gets the loss of the whole model.
+    value, grads = _value_and_grad(expected, batch)
     dense_updates, dense_state = dense_tx.update(
-        grads["dense"], dense_state, expected["dense"]
+        grads["dense"], dense_state, expected["dense"], value=value
     )
     scale_updates, scale_state = scale_tx.update(
-        grads["scale"], scale_state, expected["scale"]
+        grads["scale"], scale_state, expected["scale"], value=value
     )
     expected = optax.apply_updates(
         expected, {"dense": dense_updates, "scale": scale_updates}
@@ -306,8 +318,9 @@ def test_masked_with_frozen_group_equals_optimizer_on_subtree(entry):
   expected = _init_params()
   dense_state = plain.init(expected["dense"])
   for batch in batches:
+    value, grads = _value_and_grad(expected, batch)
     updates, dense_state = plain.update(
-        _grad(expected, batch)["dense"], dense_state, expected["dense"]
+        grads["dense"], dense_state, expected["dense"], value=value
     )
     expected = {**expected,
                 "dense": optax.apply_updates(expected["dense"], updates)}
@@ -334,11 +347,11 @@ def test_apply_if_finite_skips_non_finite_step(entry):
   params = _init_params()
   state = tx.init(params)
   for index, batch in enumerate(batches):
-    grads = _grad(params, batch)
+    value, grads = _value_and_grad(params, batch)
     if index == NAN_STEP:
       grads["dense"]["kernel"] = grads["dense"]["kernel"].at[0, 0].set(jnp.nan)
       before = params
-    params, state = step(params, state, grads)
+    params, state = step(params, state, grads, value)
     if index == NAN_STEP:
       _assert_trees_equal(params, before)
       assert int(state.total_notfinite) == 1
@@ -350,6 +363,60 @@ def test_apply_if_finite_skips_non_finite_step(entry):
   _assert_trees_close(params, expected_params)
   _assert_same_eval_params(entry, state, params, expected_state,
                            expected_params)
+
+
+NEEDS_VALUE = [entry for entry in OPTIMIZERS if entry.needs_value]
+
+
+@pytest.mark.parametrize("poisoned", ["value_and_grads", "value_only"])
+@pytest.mark.parametrize("entry", NEEDS_VALUE,
+                         ids=[entry.name for entry in NEEDS_VALUE])
+def test_apply_if_finite_skips_a_step_whose_loss_is_not_finite(entry,
+                                                               poisoned):
+  """Under jit a NaN loss cannot raise: the step is skipped as if never taken.
+
+  ``value_and_grads``: the loss is NaN and so are its gradients, as
+  ``jax.value_and_grad`` gives them. ``value_only``: the gradients are
+  finite, as when the loss is computed apart; the docstring of
+  schedule_free_plus promises that the updates then come out non-finite, and
+  that composing with ``optax.apply_if_finite`` skips such steps.
+  """
+  batches = _batches(STEPS)
+  tx = optax.apply_if_finite(entry.make(), max_consecutive_errors=3)
+  step = _step_fn(tx, jit=True)
+  params = _init_params()
+  state = tx.init(params)
+  for index, batch in enumerate(batches):
+    value, grads = _value_and_grad(params, batch)
+    if index == NAN_STEP:
+      value = jnp.asarray(jnp.nan, value.dtype)
+      if poisoned == "value_and_grads":
+        grads = jax.tree.map(lambda g: jnp.full_like(g, jnp.nan), grads)
+      before = (params, state.inner_state)
+    params, state = step(params, state, grads, value)
+    if index == NAN_STEP:
+      _assert_trees_equal((params, state.inner_state), before)
+      assert int(state.total_notfinite) == 1
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+  expected_params, expected_state = _run(
+      entry.make(), batches[:NAN_STEP] + batches[NAN_STEP + 1:])
+  _assert_trees_close(params, expected_params)
+  _assert_same_eval_params(entry, state, params, expected_state,
+                           expected_params)
+
+
+@pytest.mark.parametrize("entry", NEEDS_VALUE,
+                         ids=[entry.name for entry in NEEDS_VALUE])
+def test_nan_loss_under_jit_gives_non_finite_updates(entry):
+  # What the composition above relies on: no silent finite step from a NaN
+  # loss.
+  params = _init_params()
+  tx = entry.make()
+  _, grads = _value_and_grad(params, _batches(1)[0])
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params,
+                                  value=jnp.asarray(jnp.nan))
+  assert not any(np.isfinite(leaf).all() for leaf in jax.tree.leaves(updates))
 
 
 def test_eval_params_without_schedule_free_state_raises():
@@ -378,9 +445,12 @@ def test_optimizers_accept_extra_args(entry, _, jit):
   state = tx.init(params)
   grads = _grad(params, _batches(1)[0])
   update = jax.jit(tx.update) if jit else tx.update
+  # The loss is used by those that need it (ScheduleFree+), so it is passed
+  # on both sides for them.
+  value = {"value": jnp.asarray(0.5)} if entry.needs_value else {}
   with_extras = update(grads, state, params, value=jnp.asarray(0.5),
                        grad=grads, unused_flag=jnp.asarray(True))
-  plain = update(grads, state, params)
+  plain = update(grads, state, params, **value)
   assert jax.tree.structure(with_extras) == jax.tree.structure(plain)
   for a, b in zip(jax.tree.leaves(with_extras), jax.tree.leaves(plain)):
     np.testing.assert_array_equal(a, b)

@@ -2,7 +2,9 @@
 
 Every run is compared with the same single-device run of the problem in
 tests/distributed_problem.py (float64, so that summation order is the only
-difference). The root conftest gives 8 virtual CPU devices.
+difference). The root conftest gives 8 virtual CPU devices. Every update gets
+the loss, ``value=`` (see tests/optimizer_table.py): under pmap both the
+gradients and the loss are ``pmean``-ed.
 """
 
 import functools
@@ -11,6 +13,8 @@ import pathlib
 import socket
 import subprocess
 import sys
+
+import re
 
 import jax
 from jax.sharding import AxisType
@@ -22,6 +26,7 @@ import pytest
 from tests import distributed_problem as problem
 from tests.optimizer_table import OPTIMIZER_IDS
 from tests.optimizer_table import OPTIMIZERS
+from tests.optimizer_table import stand_in_loss
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -74,7 +79,9 @@ PARAM_SHARDINGS = {
                "bias": NamedSharding(MESH, PartitionSpec("model"))},
     "out": {"kernel": NamedSharding(MESH, PartitionSpec("model", None))},
 }
-_sharded_grad = jax.jit(jax.grad(problem.loss), out_shardings=PARAM_SHARDINGS)
+_sharded_value_and_grad = jax.jit(
+    jax.value_and_grad(problem.loss),
+    out_shardings=(REPLICATED, PARAM_SHARDINGS))
 
 
 def _assert_state_sharded_like_params(state, params):
@@ -94,6 +101,17 @@ def _assert_state_sharded_like_params(state, params):
   assert buffers >= len(by_shape)
 
 
+def _collectives(compiled_text):
+  """(op, result shape) of each collective instruction of compiled HLO."""
+  ops = "|".join(COLLECTIVES)
+  return re.findall(rf" = (.+?) ({ops})(?:-start)?\(", compiled_text)
+
+
+def _scalar_shapes(shape):
+  """The element shapes of an HLO result shape, a tuple or not."""
+  return re.findall(r"\w+\[([\d,]*)\]", shape)
+
+
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_sharded_jit_keeps_state_sharded_and_matches_one_device(entry):
   tx = entry.make()
@@ -103,18 +121,31 @@ def test_sharded_jit_keeps_state_sharded_and_matches_one_device(entry):
   state = tx.init(params)
   _assert_state_sharded_like_params(state, params)
 
-  def apply_update(grads, state, params):
-    updates, state = tx.update(grads, state, params)
+  def apply_update(grads, state, params, value):
+    updates, state = tx.update(grads, state, params, value=value)
     return jax.tree.map(lambda p, u: p + u, params, updates), state
 
   batches = [jax.device_put(batch, REPLICATED) for batch in problem.batches()]
-  grads = _sharded_grad(params, batches[0])
-  step = jax.jit(apply_update).lower(grads, state, params).compile()
-  # The optimizer step is elementwise: no collective at all.
-  found = [name for name in COLLECTIVES if name in step.as_text()]
-  assert not found, f"the sharded update communicates: {found}"
+  value, grads = _sharded_value_and_grad(params, batches[0])
+  step = jax.jit(apply_update).lower(grads, state, params, value).compile()
+  collectives = _collectives(step.as_text())
+  if entry.elementwise:
+    # The optimizer step is elementwise: no collective at all.
+    found = [name for name in COLLECTIVES if name in step.as_text()]
+    assert not found, f"the sharded update communicates: {found}"
+  else:
+    # ScheduleFree+: its two global sums (the L1 norm of the gradient and
+    # <g, z - y>), each a partial sum per leaf, are the only communication:
+    # scalar all-reduces, no param gathered.
+    assert collectives, "no all-reduce of the global sums"
+    assert {op for _, op in collectives} == {"all-reduce"}, collectives
+    scalars = [element for shape, _ in collectives
+               for element in _scalar_shapes(shape)]
+    assert scalars and all(element == "" for element in scalars), collectives
+    assert len(scalars) <= 2 * len(jax.tree.leaves(params)), collectives
   for batch in batches:
-    params, state = step(_sharded_grad(params, batch), state, params)
+    value, grads = _sharded_value_and_grad(params, batch)
+    params, state = step(grads, state, params, value)
   jax.tree.map(_assert_equivalent, params, PARAM_SHARDINGS)
   _assert_state_sharded_like_params(state, params)
   _assert_matches_single_device(
@@ -127,13 +158,15 @@ def _assert_equivalent(leaf, sharding):
       f"{leaf.sharding} != {sharding}")
 
 
-@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
-def test_pmap_with_pmean_gradients_matches_one_device(entry):
-  tx = entry.make()
+def _pmap_run(tx, pmean_value=True):
+  """Data-parallel over the devices: each gets an eighth of every batch."""
 
   def step(params, state, batch):
-    grads = jax.lax.pmean(jax.grad(problem.loss)(params, batch), "devices")
-    updates, state = tx.update(grads, state, params)
+    value, grads = jax.value_and_grad(problem.loss)(params, batch)
+    grads = jax.lax.pmean(grads, "devices")
+    if pmean_value:
+      value = jax.lax.pmean(value, "devices")
+    updates, state = tx.update(grads, state, params, value=value)
     return jax.tree.map(lambda p, u: p + u, params, updates), state
 
   step = jax.pmap(step, axis_name="devices")
@@ -144,6 +177,15 @@ def test_pmap_with_pmean_gradients_matches_one_device(entry):
   for inputs, targets in problem.batches():
     split = lambda a: a.reshape((DEVICES, -1) + a.shape[1:])
     params, state = step(params, state, (split(inputs), split(targets)))
+  return params, state
+
+
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_pmap_with_pmean_gradients_and_loss_matches_one_device(entry):
+  # The mean of the per-device losses (and gradients) over equal shards is
+  # the loss (and gradient) of the whole batch, which the one-device run
+  # takes.
+  params, state = _pmap_run(entry.make())
 
   for leaf in jax.tree.leaves((params, state)):
     copies = np.asarray(leaf)
@@ -153,6 +195,19 @@ def test_pmap_with_pmean_gradients_matches_one_device(entry):
   _assert_matches_single_device(
       entry, problem.final_arrays(entry, first(params), first(state))
   )
+
+
+NEEDS_VALUE = [entry for entry in OPTIMIZERS if entry.needs_value]
+
+
+@pytest.mark.parametrize("entry", NEEDS_VALUE,
+                         ids=[entry.name for entry in NEEDS_VALUE])
+def test_pmap_without_pmean_of_the_loss_lets_replicas_drift(entry):
+  # Why the loss must be pmean-ed too: each replica's own loss gives it its
+  # own step size, and the copies of the params part.
+  params, _ = _pmap_run(entry.make(), pmean_value=False)
+  kernels = np.asarray(params["hidden"]["kernel"])
+  assert not all(np.array_equal(kernel, kernels[0]) for kernel in kernels[1:])
 
 
 def _free_port():
@@ -233,7 +288,8 @@ def _counting_step(tx):
   @jax.jit
   def step(params, state, grads):
     traces.append(None)
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params,
+                               value=stand_in_loss(params))
     return jax.tree.map(lambda p, u: p + u, params, updates), state
 
   return step, traces

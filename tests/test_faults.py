@@ -11,6 +11,9 @@ never been taken.
 A gradient or params tree that does not match the optimizer state, in
 structure or in leaf shapes, must raise an error naming the mismatch rather
 than broadcast silently, eagerly and under ``jit``.
+
+Each update gets ``value=``, a stand-in loss of the params (see
+tests/optimizer_table.py), so that only what a test varies is wrong.
 """
 
 import functools
@@ -25,6 +28,10 @@ import optfree
 
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
 from tests.optimizer_table import small_params as _params
+from tests.optimizer_table import stand_in_loss
+
+# The loss passed with the mismatched trees below: the one of the params.
+VALUE = stand_in_loss(_params())
 
 CLEAN_STEPS = 5
 # Where, in the clean sequence, a poisoned gradient is inserted, and how.
@@ -67,7 +74,8 @@ def _gradient_stream():
 
 
 def _step(tx, params, state, gradient):
-  updates, state = tx.update(gradient, state, params)
+  updates, state = tx.update(gradient, state, params,
+                             value=stand_in_loss(params))
   return optax.apply_updates(params, updates), state
 
 
@@ -168,7 +176,14 @@ def test_unguarded_nan_gradient_is_not_hidden(entry):
   new_params, _ = step(params, tx.init(params), gradient)
   kernel = np.asarray(new_params["dense"]["kernel"]).reshape(-1)
   assert np.isnan(kernel[1])
-  assert np.all(np.isfinite(np.delete(kernel, 1)))  # elementwise, no spread
+  if entry.elementwise:
+    assert np.all(np.isfinite(np.delete(kernel, 1)))  # no spread
+  else:
+    # A step size summed over every leaf: the NaN reaches every update. A
+    # zero step instead would hide it, and with polyak_b > 0 the NaN running
+    # average of |g| would then make every later step 0: a run silently
+    # frozen.
+    assert all(np.isnan(leaf).all() for leaf in jax.tree.leaves(new_params))
 
 
 # Mismatched trees ---------------------------------------------------------
@@ -220,7 +235,7 @@ def test_gradient_tree_not_matching_state_raises(entry, mismatch, jit):
   update = jax.jit(tx.update) if jit else tx.update
   gradient = MISMATCHES[mismatch](_gradient(0))
   with pytest.raises(MISMATCH_ERRORS, match=ERROR_WORDS):
-    jax.block_until_ready(update(gradient, state, params))
+    jax.block_until_ready(update(gradient, state, params, value=VALUE))
 
 
 USES_PARAMS = [entry for entry in OPTIMIZERS
@@ -240,7 +255,8 @@ def test_params_tree_not_matching_state_raises(entry, mismatch, jit):
   update = jax.jit(tx.update) if jit else tx.update
   with pytest.raises(MISMATCH_ERRORS, match=ERROR_WORDS):
     jax.block_until_ready(
-        update(_gradient(0), state, MISMATCHES[mismatch](params)))
+        update(_gradient(0), state, MISMATCHES[mismatch](params),
+               value=VALUE))
 
 
 @pytest.mark.parametrize("what", ["gradient", "params"])
@@ -310,12 +326,14 @@ def test_integer_leaf_frozen_by_optax_masked_is_allowed(entry, _):
   tx = optax.masked(entry.make(), {"w": True, "n": False})
   state = tx.init(params)
   grads = {"w": jnp.full(3, 0.5), "n": jnp.zeros(3, jnp.int32)}
-  updates, _ = tx.update(grads, state, params)
+  value = stand_in_loss(params["w"])
+  updates, _ = tx.update(grads, state, params, value=value)
   assert updates["n"].dtype == jnp.int32
   np.testing.assert_array_equal(updates["n"], grads["n"])
   alone = entry.make()
   expected, _ = alone.update({"w": grads["w"]},
-                             alone.init({"w": params["w"]}), {"w": params["w"]})
+                             alone.init({"w": params["w"]}), {"w": params["w"]},
+                             value=value)
   np.testing.assert_array_equal(updates["w"], expected["w"])
 
 
@@ -324,10 +342,11 @@ def test_update_rejects_non_float_gradient_and_params(entry, _):
   params = {"w": jnp.ones(3)}
   tx = entry.make()
   state = tx.init(params)
+  value = stand_in_loss(params)
   with pytest.raises(TypeError, match=r"gradient leaf .*\n  \['w'\]: int32"):
-    tx.update({"w": jnp.ones(3, jnp.int32)}, state, params)
+    tx.update({"w": jnp.ones(3, jnp.int32)}, state, params, value=value)
   with pytest.raises(TypeError, match=r"params leaf .*\n  \['w'\]: bool"):
-    tx.update(params, state, {"w": jnp.ones(3, bool)})
+    tx.update(params, state, {"w": jnp.ones(3, bool)}, value=value)
 
 
 # Optimizers that need params name themselves ------------------------------
@@ -341,13 +360,13 @@ def test_update_without_params_names_the_optimizer(entry, needs_params, jit):
   state = tx.init(params)
   update = jax.jit(tx.update) if jit else tx.update
   if not needs_params:
-    updates, _ = update(_gradient(0), state)
+    updates, _ = update(_gradient(0), state, value=VALUE)
     assert jax.tree.structure(updates) == jax.tree.structure(params)
     return
   with pytest.raises(
       ValueError,
       match=rf"^{PUBLIC_NAME.get(entry.name, entry.name)}: update\(\) needs the current params"):
-    update(_gradient(0), state)
+    update(_gradient(0), state, value=VALUE)
 
 
 def test_amsbound_and_adaboundw_name_themselves():
@@ -370,12 +389,12 @@ def test_mismatch_message_names_paths_and_shapes(entry, _):
   params = _params()
   state = tx.init(params)
   with pytest.raises(ValueError) as info:
-    tx.update(_renamed_leaf(_gradient(0)), state, params)
+    tx.update(_renamed_leaf(_gradient(0)), state, params, value=VALUE)
   message = str(info.value)
   assert "only in the gradient: ['offset'] ()" in message
   assert "only in the state: ['scale'] ()" in message
   with pytest.raises(ValueError) as info:
-    tx.update(_wrong_shape(_gradient(0)), state, params)
+    tx.update(_wrong_shape(_gradient(0)), state, params, value=VALUE)
   assert "shape at ['dense']['kernel']: gradient (4,), state (3, 4)" in str(
       info.value)
 
@@ -415,7 +434,7 @@ def test_mask_not_fitting_params_raises_at_init_naming_paths(entry, mask):
 def test_prefix_mask_is_accepted(entry):
   tx = entry.make(mask={"dense": True, "scale": False})
   params = _params()
-  updates, _ = tx.update(_gradient(0), tx.init(params), params)
+  updates, _ = tx.update(_gradient(0), tx.init(params), params, value=VALUE)
   assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 
@@ -428,4 +447,27 @@ def test_update_with_state_and_params_swapped_says_so(entry, _):
   state = tx.init(params)
   with pytest.raises(TypeError,
                      match=r"update\(updates, state, params\)"):
-    tx.update(_gradient(0), params, state)
+    tx.update(_gradient(0), params, state, value=VALUE)
+
+
+# Optimizers that need the loss name it -------------------------------------
+
+NEEDS_VALUE = [entry for entry in OPTIMIZERS if entry.needs_value]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("nested", [False, True], ids=["bare", "in_chain"])
+@pytest.mark.parametrize("entry", NEEDS_VALUE,
+                         ids=[entry.name for entry in NEEDS_VALUE])
+def test_update_without_value_names_it(entry, nested, jit):
+  # The error a user meets who plugs ScheduleFree+ into a loop written for
+  # the other optimizers (or linen's TrainState.apply_gradients).
+  tx = entry.make()
+  if nested:
+    tx = optax.chain(optax.clip(1.0), tx)
+  params = _params()
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  with pytest.raises(ValueError, match=rf"^{entry.name}: update\(\) needs the "
+                     r"loss .*value=loss"):
+    update(_gradient(0), state, params)

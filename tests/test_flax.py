@@ -1,4 +1,12 @@
-"""optfree in Flax: linen TrainState, nnx.Optimizer, optfree.flax helpers."""
+"""optfree in Flax: linen TrainState, nnx.Optimizer, optfree.flax helpers.
+
+Every update gets the loss, ``value=`` (see tests/optimizer_table.py), as a
+training loop for ScheduleFree+ must pass it: ``nnx.Optimizer.update(model,
+grads, value=loss)`` hands its keyword arguments to ``tx.update``; linen's
+``TrainState.apply_gradients`` cannot (its keyword arguments replace fields
+of the state), so ScheduleFree+ needs a TrainState whose ``apply_gradients``
+takes the loss, as ``_TrainStateWithLoss`` below.
+"""
 
 import os
 import pathlib
@@ -71,23 +79,43 @@ def _linen_loss(apply_fn, params, batch):
   return jnp.mean((apply_fn({"params": params}, inputs) - targets) ** 2)
 
 
+class _TrainStateWithLoss(train_state.TrainState):
+  """A linen TrainState whose apply_gradients hands the loss to tx.update."""
+
+  def apply_gradients(self, *, grads, value, **kwargs):
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params,
+                                        value=value)
+    return self.replace(step=self.step + 1,
+                        params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state, **kwargs)
+
+
+def _linen_apply_gradients(state, grads, value, needs_value):
+  # flax's own TrainState for the optimizers that do not use the loss.
+  if needs_value:
+    return state.apply_gradients(grads=grads, value=value)
+  return state.apply_gradients(grads=grads)
+
+
 @pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_linen_train_state_equals_manual_optax_loop(entry):
   module = _LinenRegressor()
   batches = _regression_batches(STEPS)
   params = module.init(jax.random.key(0), batches[0][0])["params"]
-  state = train_state.TrainState.create(
+  state_class = (_TrainStateWithLoss if entry.needs_value
+                 else train_state.TrainState)
+  state = state_class.create(
       apply_fn=module.apply, params=params, tx=entry.make()
   )
   tx = entry.make()
   manual_params, manual_state = params, tx.init(params)
+  value_and_grad = jax.value_and_grad(_linen_loss, argnums=1)
   for batch in batches:
-    grads = jax.grad(_linen_loss, argnums=1)(module.apply, state.params, batch)
-    state = state.apply_gradients(grads=grads)
-    manual_grads = jax.grad(_linen_loss, argnums=1)(
-        module.apply, manual_params, batch
-    )
-    updates, manual_state = tx.update(manual_grads, manual_state, manual_params)
+    value, grads = value_and_grad(module.apply, state.params, batch)
+    state = _linen_apply_gradients(state, grads, value, entry.needs_value)
+    value, manual_grads = value_and_grad(module.apply, manual_params, batch)
+    updates, manual_state = tx.update(manual_grads, manual_state, manual_params,
+                                      value=value)
     manual_params = optax.apply_updates(manual_params, updates)
 
   assert int(state.step) == STEPS
@@ -100,6 +128,27 @@ def test_linen_train_state_equals_manual_optax_loop(entry):
         optfree.flax.eval_params(state),
         optfree.eval_params(manual_state, manual_params),
     )
+
+
+NEEDS_VALUE = tuple(entry for entry in OPTIMIZERS if entry.needs_value)
+NEEDS_VALUE_IDS = tuple(entry.name for entry in NEEDS_VALUE)
+
+
+@pytest.mark.parametrize("entry", NEEDS_VALUE, ids=NEEDS_VALUE_IDS)
+def test_linen_train_state_apply_gradients_cannot_pass_the_loss(entry):
+  # What a user of flax's stock TrainState meets: the optimizer's error
+  # naming value=, before the state could take value as a field.
+  module = _LinenRegressor()
+  batch = _regression_batches(1)[0]
+  params = module.init(jax.random.key(0), batch[0])["params"]
+  state = train_state.TrainState.create(
+      apply_fn=module.apply, params=params, tx=entry.make())
+  value, grads = jax.value_and_grad(_linen_loss, argnums=1)(
+      module.apply, params, batch)
+  with pytest.raises(ValueError, match=r"needs the loss.*value=loss"):
+    state.apply_gradients(grads=grads)
+  with pytest.raises(ValueError, match=r"needs the loss.*value=loss"):
+    state.apply_gradients(grads=grads, value=value)
 
 
 # -------------------------------------------------------------------- nnx
@@ -123,7 +172,8 @@ def _trained_nnx(entry, steps=STEPS):
   model = _NnxRegressor(nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, entry.make(), wrt=nnx.Param)
   for batch in _regression_batches(steps):
-    optimizer.update(model, nnx.grad(_nnx_loss)(model, batch))
+    value, grads = nnx.value_and_grad(_nnx_loss)(model, batch)
+    optimizer.update(model, grads, value=value)
   return model, optimizer
 
 
@@ -140,12 +190,55 @@ def test_nnx_optimizer_equals_manual_optax_loop(entry):
   tx = entry.make()
   state = tx.init(params)
   for batch in _regression_batches(STEPS):
-    grads = jax.grad(lambda p: _nnx_loss(nnx.merge(graphdef, p), batch))(params)
-    updates, state = tx.update(grads, state, params)
+    value, grads = jax.value_and_grad(
+        lambda p: _nnx_loss(nnx.merge(graphdef, p), batch))(params)
+    updates, state = tx.update(grads, state, params, value=value)
     params = optax.apply_updates(params, updates)
 
   _assert_trees_close(_pure_params(model), params)
   _assert_trees_close(nnx.as_pure(optimizer.opt_state), state)
+
+
+@pytest.mark.parametrize("entry", NEEDS_VALUE, ids=NEEDS_VALUE_IDS)
+def test_nnx_optimizer_hands_the_loss_to_update_under_nnx_jit(entry):
+  """nnx.Optimizer.update(model, grads, value=loss) inside an nnx.jit step.
+
+  The same run as a jitted manual loop over pure arrays (to float32
+  rounding: the programs differ); the loss really reaches the optimizer:
+  another value gives another step.
+  """
+  @nnx.jit
+  def train_step(model, optimizer, batch, scale):
+    value, grads = nnx.value_and_grad(_nnx_loss)(model, batch)
+    optimizer.update(model, grads, value=value * scale)
+
+  def trained(scale):
+    model = _NnxRegressor(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, entry.make(), wrt=nnx.Param)
+    for batch in _regression_batches(STEPS):
+      train_step(model, optimizer, batch, scale)
+    return model, optimizer
+
+  model, optimizer = trained(1.0)
+  graphdef, params = nnx.split(_NnxRegressor(nnx.Rngs(0)), nnx.Param)
+  params = nnx.as_pure(params)
+  tx = entry.make()
+
+  @jax.jit
+  def manual_step(params, state, batch):
+    value, grads = jax.value_and_grad(
+        lambda p: _nnx_loss(nnx.merge(graphdef, p), batch))(params)
+    updates, state = tx.update(grads, state, params, value=value)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  for batch in _regression_batches(STEPS):
+    params, state = manual_step(params, state, batch)
+  _assert_trees_close(_pure_params(model), params)
+  _assert_trees_close(nnx.as_pure(optimizer.opt_state), state)
+  halved, _ = trained(0.5)
+  assert not np.allclose(_pure_params(halved)["hidden"]["kernel"],
+                         params["hidden"]["kernel"])
 
 
 @pytest.mark.parametrize("entry", SCHEDULE_FREE, ids=SCHEDULE_FREE_IDS)
@@ -195,8 +288,9 @@ def test_eval_model_is_a_copy_at_x(entry):
   _assert_trees_equal(_pure_params(model), y)
 
 
-def test_evaluating_swaps_x_in_and_restores_y():
-  model, optimizer = _trained_nnx(SCHEDULE_FREE[0])
+@pytest.mark.parametrize("entry", SCHEDULE_FREE, ids=SCHEDULE_FREE_IDS)
+def test_evaluating_swaps_x_in_and_restores_y(entry):
+  model, optimizer = _trained_nnx(entry)
   y = _pure_params(model)
   x = optfree.eval_params(nnx.as_pure(optimizer.opt_state), y)
 

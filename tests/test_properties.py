@@ -8,7 +8,8 @@ Hyperparameters are drawn from their valid ranges and fed through
 ``optax.inject_hyperparams``, so each optimizer compiles once per tree shape
 and the examples only run. Params and gradients are random finite arrays
 (|value| <= 1e3, zeros included) on a few small pytrees (nested dicts, a list,
-a 0-d leaf, a bare array).
+a 0-d leaf, a bare array). Each update gets a drawn loss, ``value=`` in
+[0, 1e3] (see tests/optimizer_table.py; ScheduleFree+ needs it).
 """
 
 import functools
@@ -24,6 +25,7 @@ import pytest
 
 import optfree
 from tests.optimizer_table import OPTIMIZERS
+from tests.optimizer_table import stand_in_loss
 
 STEPS = 4
 SETTINGS = hypothesis.settings(
@@ -81,7 +83,17 @@ HYPERPARAMETERS = {
     "lion": (optfree.lion, dict(
         learning_rate=_unit(0.0, 1.0), b1=_unit(0.0, 1.0), b2=_unit(0.0, 0.999),
         weight_decay=_unit(0.0, 0.1))),
+    "schedule_free_plus": (optfree.schedule_free_plus, dict(
+        _SCHEDULE_FREE, **_ADAM, b1=_unit(0.0, 0.99), sf_b1=_unit(0.01, 0.99),
+        sf_b1_max=_unit(0.01, 0.99), sf_b1_anneal_steps=st.integers(0, 5),
+        polyak_b=_unit(0.0, 0.99), c_warmup=st.integers(0, 5),
+        warmup_steps=st.integers(0, 5), weight_decay=_unit(0.0, 0.1))),
 }
+# The integer hyperparameters (their placeholders must be integers too).
+INTEGERS = ("warmup_steps", "sf_b1_anneal_steps", "c_warmup")
+# The Schedule-Free interpolation between z and x (b1 is Adam's for
+# ScheduleFree+).
+INTERPOLATION = {"schedule_free_plus": "sf_b1"}
 assert set(HYPERPARAMETERS) == {entry.name for entry in OPTIMIZERS}
 
 
@@ -98,7 +110,8 @@ def _leaf_arrays(shape):
 
 @st.composite
 def _problem(draw, name, steps=STEPS):
-  """Hyperparameters, a tree index, its params and ``steps`` gradients."""
+  """Hyperparameters, a tree index, its params, ``steps`` gradients and as
+  many losses."""
   _, strategies = HYPERPARAMETERS[name]
   hyperparameters = {key: draw(strategy)
                      for key, strategy in strategies.items()}
@@ -106,7 +119,8 @@ def _problem(draw, name, steps=STEPS):
   draw_tree = lambda: _tree(index, lambda shape: draw(_leaf_arrays(shape)))
   params = draw_tree()
   gradients = [draw_tree() for _ in range(steps)]
-  return hyperparameters, index, params, gradients
+  values = [np.float32(draw(_unit(0.0, 1e3))) for _ in range(steps)]
+  return hyperparameters, index, params, gradients, values
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,11 +129,11 @@ def _injected(name):
   factory, strategies = HYPERPARAMETERS[name]
   # Placeholders of the right type; each example sets its values in the state.
   tx = optax.inject_hyperparams(factory)(
-      **{key: 1 if key == "warmup_steps" else 0.5 for key in strategies})
+      **{key: 1 if key in INTEGERS else 0.5 for key in strategies})
 
   @jax.jit
-  def step(params, state, gradient):
-    updates, state = tx.update(gradient, state, params)
+  def step(params, state, gradient, value):
+    updates, state = tx.update(gradient, state, params, value=value)
     return optax.apply_updates(params, updates), state, updates
 
   return tx, step
@@ -153,11 +167,11 @@ def test_finite_inputs_give_finite_updates_and_a_stable_state(name):
   @SETTINGS
   @hypothesis.given(_problem(name))
   def check(problem):
-    hyperparameters, _, params, gradients = problem
+    hyperparameters, _, params, gradients, values = problem
     state, step = _init(name, hyperparameters, params)
     signature = _signature(state)
-    for gradient in gradients:
-      params, state, updates = step(params, state, gradient)
+    for gradient, value in zip(gradients, values):
+      params, state, updates = step(params, state, gradient, value)
       for leaf in jax.tree.leaves((updates, params)):
         assert np.all(np.isfinite(leaf))
       assert _signature(state) == signature
@@ -176,7 +190,7 @@ def test_schedule_free_zero_gradient_without_decay_keeps_x_and_y(name):
   @SETTINGS
   @hypothesis.given(_problem(name, steps=0))
   def check(problem):
-    hyperparameters, _, params, _ = problem
+    hyperparameters, _, params, _, _ = problem
     decay = ("weight_decay_at_y" if name == "schedule_free_wrapper"
              else "weight_decay")
     hyperparameters = {**hyperparameters, decay: 0.0}
@@ -184,14 +198,16 @@ def test_schedule_free_zero_gradient_without_decay_keeps_x_and_y(name):
     zeros = jax.tree.map(jnp.zeros_like, params)
     current = params
     for _ in range(STEPS):
-      current, state, _ = step(current, state, zeros)
+      # A positive loss: ScheduleFree+'s Polyak step is f / ||g||_1.
+      current, state, _ = step(current, state, zeros, np.float32(1.0))
     x_leaves = jax.tree.leaves(optfree.eval_params(state, current))
     for start, y, x in zip(jax.tree.leaves(params), jax.tree.leaves(current),
                            x_leaves):
       np.testing.assert_array_equal(y, start)
       # eval_params solves y = (1 - b1) z + b1 x for x, which scales y's
       # rounding error by about 2 / b1.
-      rtol = 4 * np.finfo(np.float32).eps / hyperparameters["b1"]
+      interpolation = hyperparameters[INTERPOLATION.get(name, "b1")]
+      rtol = 4 * np.finfo(np.float32).eps / interpolation
       np.testing.assert_allclose(x, start, rtol=rtol, atol=1e-30)
 
   check()
@@ -203,11 +219,11 @@ def test_lion_update_is_a_signed_step_plus_decay():
   @SETTINGS
   @hypothesis.given(_problem("lion"))
   def check(problem):
-    hyperparameters, _, params, gradients = problem
+    hyperparameters, _, params, gradients, values = problem
     state, step = _init("lion", hyperparameters, params)
     lr, wd = hyperparameters["learning_rate"], hyperparameters["weight_decay"]
-    for gradient in gradients:
-      new_params, state, updates = step(params, state, gradient)
+    for gradient, value in zip(gradients, values):
+      new_params, state, updates = step(params, state, gradient, value)
       for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
         p, u = np.asarray(p, np.float64), np.asarray(u, np.float64)
         scale = lr * (1 + wd * np.abs(p))
@@ -229,15 +245,15 @@ def test_adabound_step_lies_within_its_bounds(name):
   @SETTINGS
   @hypothesis.given(_problem(name))
   def check(problem):
-    hyperparameters, _, params, gradients = problem
+    hyperparameters, _, params, gradients, values = problem
     state, step = _init(name, hyperparameters, params)
     b1, final_lr, gamma, wd = (hyperparameters[key] for key in
                                ("b1", "final_lr", "gamma", "weight_decay"))
     zeros = [np.zeros(np.shape(p)) for p in jax.tree.leaves(params)]
     # m_t, and the same average of |g| as the scale of m's rounding error.
     momentum, magnitude = zeros, zeros
-    for t, gradient in enumerate(gradients, start=1):
-      new_params, state, updates = step(params, state, gradient)
+    for t, (gradient, value) in enumerate(zip(gradients, values), start=1):
+      new_params, state, updates = step(params, state, gradient, value)
       lower = final_lr * (1 - 1 / (gamma * t + 1))
       upper = final_lr * (1 + 1 / (gamma * t))
       leaves = zip(jax.tree.leaves(params), jax.tree.leaves(gradient),
@@ -322,7 +338,8 @@ def _mixed_step(name):
 
   @jax.jit
   def step(params, state, gradient):
-    updates, state = tx.update(gradient, state, params)
+    updates, state = tx.update(gradient, state, params,
+                               value=stand_in_loss(params))
     return optax.apply_updates(params, updates), state, updates
 
   return tx, step
@@ -384,3 +401,34 @@ def test_mixed_dtype_trees_with_float64_train_under_x64(name, x64):
     _check_mixed_tree(name, *tree)
 
   check()
+
+
+# The container at the root of the params ------------------------------------
+
+from tests.optimizer_table import OPTIMIZER_IDS  # noqa: E402
+
+
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_params_with_a_list_at_the_root_train_as_a_dict_does(entry):
+  # The same leaves in the same order, once as [a, {"b": ..., "c": ...}] and
+  # once as {"0": a, "1": {...}}: the runs must be identical (a list is a
+  # container like any other, not a list of leaves).
+  rng = np.random.default_rng(0)
+  leaves = [jnp.asarray(rng.normal(size=shape), jnp.float32)
+            for shape in ((4,), (2, 2), ())]
+  as_list = [leaves[0], {"b": leaves[1], "c": leaves[2]}]
+  as_dict = {"0": leaves[0], "1": {"b": leaves[1], "c": leaves[2]}}
+
+  def run(params):
+    tx = entry.make()
+    state = tx.init(params)
+    for step in range(3):
+      gradient = jax.tree.map(lambda p, s=step: jnp.cos(p * (s + 1.5)) - 0.3,
+                              params)
+      updates, state = tx.update(gradient, state, params,
+                                 value=stand_in_loss(params))
+      params = optax.apply_updates(params, updates)
+    return jax.tree.leaves(params)
+
+  for a, b in zip(run(as_list), run(as_dict)):
+    np.testing.assert_array_equal(a, b)

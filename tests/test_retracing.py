@@ -4,7 +4,8 @@ Compilations are counted with a Python side effect in the jitted function (it
 runs only while jax traces) and cross-checked with the jitted function's own
 cache size. A second trace would mean the state that ``update`` returns differs
 in structure, dtype or weak type from the one ``init`` built, or that a
-hyperparameter is baked into the program as a Python constant.
+hyperparameter is baked into the program as a Python constant. Each update
+gets ``value=``, a stand-in loss of the params (see tests/optimizer_table.py).
 """
 
 import inspect
@@ -17,6 +18,7 @@ import pytest
 
 import optfree
 from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
+from tests.optimizer_table import stand_in_loss
 
 STEPS = 6  # past the table's warmup_steps=2 and RAdam's silent first steps
 PARAMS = {"kernel": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32).reshape(2, 3),
@@ -33,6 +35,12 @@ CHANGED_VALUES = {
     "weight_lr_power": 1.0,
     "final_lr": 0.05,
     "gamma": 0.01,
+    # ScheduleFree+
+    "sf_b1": 0.8,
+    "sf_b1_max": 0.99,
+    "sf_b1_anneal_steps": 3,
+    "polyak_b": 0.9,
+    "c_warmup": 2,
 }
 
 
@@ -47,7 +55,8 @@ def _counting_step(tx):
   @jax.jit
   def step(params, state, gradient):
     traces.append(None)
-    updates, state = tx.update(gradient, state, params)
+    updates, state = tx.update(gradient, state, params,
+                               value=stand_in_loss(params))
     return optax.apply_updates(params, updates), state
 
   return step, traces

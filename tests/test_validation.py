@@ -19,6 +19,7 @@ import optax
 import pytest
 
 import optfree
+from tests.optimizer_table import stand_in_loss
 
 NAN = float("nan")
 
@@ -65,12 +66,28 @@ LION_BAD = {
     "b2": [-0.1, 1.0, NAN],
     "weight_decay": [-1e-2, NAN],
 }
+SCHEDULE_FREE_PLUS_BAD = {
+    "learning_rate": [-1e-3, NAN],
+    "b1": [-0.1, 1.0, NAN],
+    "b2": [-0.1, 1.0, NAN],
+    "sf_b1": [0.0, 1.0, -0.1, NAN],
+    "sf_b1_max": [0.0, 1.0, 1.5, NAN],
+    "sf_b1_anneal_steps": [-1, 2.5],
+    "eps": [-1e-8, NAN],
+    "weight_decay": [-1e-4, NAN],
+    "r": [-1.0, NAN],
+    "weight_lr_power": [-0.5, NAN],
+    "polyak_b": [-0.1, 1.0, NAN],
+    "c_warmup": [-1, 2.5],
+    "warmup_steps": [-1, 2.5],
+}
 # Every optimizer takes these (optfree.rounding).
 ROUNDING_BAD = {
     "rounding": ["up", "Stochastic", None],
     "seed": [-1, 2**32, 1.5],
 }
 SCHEDULE_FREE_BAD.update(ROUNDING_BAD)
+SCHEDULE_FREE_PLUS_BAD.update(ROUNDING_BAD)
 ADABOUND_BAD.update(ROUNDING_BAD)
 LION_BAD.update(ROUNDING_BAD)
 OPTIMIZER_RULES = {
@@ -78,6 +95,7 @@ OPTIMIZER_RULES = {
     "schedule_free_adamw": (optfree.schedule_free_adamw, SCHEDULE_FREE_BAD),
     "schedule_free_radam": (optfree.schedule_free_radam, SCHEDULE_FREE_BAD),
     "schedule_free": (_wrapper, SCHEDULE_FREE_BAD),
+    "schedule_free_plus": (optfree.schedule_free_plus, SCHEDULE_FREE_PLUS_BAD),
     "scale_by_adabound": (optfree.scale_by_adabound, ADABOUND_BAD),
     "adabound": (optfree.adabound, ADABOUND_BAD),
     "amsbound": (optfree.amsbound, ADABOUND_BAD),
@@ -267,6 +285,15 @@ OPTIMIZER_EDGES = [
     ("schedule_free", dict(weight_decay_at_y=0.0, r=0.0, weight_lr_power=0.0),
      False),
     ("schedule_free", dict(learning_rate=WARMUP_FROM_ZERO), False),
+    # The learning rate is floored at eps, the running maximum step size
+    # starts there: with eps=0 the averaging weights start at 0.
+    ("schedule_free_plus", dict(eps=0.0), False),
+    ("schedule_free_plus", dict(b1=0.0, b2=0.0, polyak_b=0.0), False),
+    ("schedule_free_plus", dict(weight_lr_power=0.0, r=0.0), False),
+    ("schedule_free_plus", dict(learning_rate=WARMUP_FROM_ZERO), False),
+    ("schedule_free_plus", dict(sf_b1=1e-3, sf_b1_max=1e-3), False),
+    ("schedule_free_plus",
+     dict(sf_b1_anneal_steps=1, c_warmup=3, warmup_steps=1), False),
     ("scale_by_adabound", dict(b1=0.0, b2=0.0), False),
     ("adabound", dict(weight_decay=0.0, eps=0.0), False),
     ("adabound", dict(final_lr=0.0), True),
@@ -283,7 +310,9 @@ OPTIMIZER_EDGES = [
 def _run(tx):
   @jax.jit
   def step(params, state, gradient):
-    updates, state = tx.update(gradient, state, params)
+    # The loss (see tests/optimizer_table.py; ScheduleFree+ needs it).
+    updates, state = tx.update(gradient, state, params,
+                               value=stand_in_loss(params))
     return optax.apply_updates(params, updates), state
 
   params, state = PARAMS, tx.init(PARAMS)
@@ -310,6 +339,24 @@ def test_valid_edge_values_construct_and_step(constructor, kwargs, frozen):
 def test_defaults_construct_and_step(constructor):
   params = _run(OPTIMIZER_RULES[constructor][0]())
   assert all(np.all(np.isfinite(leaf)) for leaf in params.values())
+
+
+# The loss ScheduleFree+'s update takes: checked where it is concrete.
+BAD_VALUES = {
+    "negative": (-0.5, r"value must be >= 0, got -0\.5"),
+    "nan": (NAN, r"value must be finite, got nan"),
+    "infinite": (float("inf"), r"value must be finite, got inf"),
+    "not_a_scalar": (np.ones(2), r"value must be the scalar loss.*\(2,\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_schedule_free_plus_rejects_a_bad_loss_naming_it(case):
+  value, words = BAD_VALUES[case]
+  tx = optfree.schedule_free_plus()
+  state = tx.init(PARAMS)
+  with pytest.raises(ValueError, match=rf"^schedule_free_plus: {words}"):
+    tx.update(GRADIENTS[0], state, PARAMS, value=value)
 
 
 SCHEDULE_EDGES = [
