@@ -30,6 +30,7 @@ API_MODULES = ("optfree", "optfree.schedules", "optfree.flax")
 # here gets the first clause of its docstring, after these.
 SECTIONS = {
     "optfree.schedule_free": "Schedule-Free",
+    "optfree.schedule_free_plus": "ScheduleFree+ (learning-rate-free)",
     "optfree.adabound": "AdaBound, AMSBound, AdaBoundW",
     "optfree.lion": "Lion",
 }

@@ -1,6 +1,7 @@
 """optfree: optimizers and learning-rate schedules that need little schedule tuning.
 
 Schedule-Free SGD/AdamW/RAdam (and a wrapper for any optax optimizer),
+ScheduleFree+ (learning-rate-free),
 AdaBound/AMSBound/AdaBoundW, Lion, and the PyTorch family of learning-rate and
 momentum schedules, each an optax ``GradientTransformation`` or schedule.
 """
@@ -21,6 +22,8 @@ from optfree.schedule_free import schedule_free_adamw
 from optfree.schedule_free import schedule_free_radam
 from optfree.schedule_free import schedule_free_sgd
 from optfree.schedule_free import ScheduleFreeState
+from optfree.schedule_free_plus import schedule_free_plus
+from optfree.schedule_free_plus import ScheduleFreePlusState
 from optfree.schedules import constant_factor_schedule
 from optfree.schedules import cosine_annealing_schedule
 from optfree.schedules import cosine_warm_restarts_schedule
@@ -42,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "ScaleByAdaBoundState",
+    "ScheduleFreePlusState",
     "ScheduleFreeState",
     "StochasticRoundingState",
     "adabound",
@@ -65,6 +69,7 @@ __all__ = (
     "scale_by_lion",
     "schedule_free",
     "schedule_free_adamw",
+    "schedule_free_plus",
     "schedule_free_radam",
     "schedule_free_sgd",
     "schedules",

@@ -427,14 +427,17 @@ def _compiled_training(task: Task, spec: OptimizerSpec, total_steps: int,
     return params, spec.make(lr, total_steps).init(params)
 
   def train_chunk(lr, params, opt_state, data_key, train, start, stop):
-    optimizer = spec.make(lr, total_steps)
+    # Every optimizer gets the loss (ScheduleFree+ needs it; optax's own
+    # ignore it, as optfree's other optimizers do).
+    optimizer = optax.with_extra_args_support(spec.make(lr, total_steps))
 
     def step(index, carry):
       params, opt_state = carry
       x, y = task.sample_batch(train, jax.random.fold_in(data_key, index))
-      grads = jax.grad(
+      loss, grads = jax.value_and_grad(
           lambda p: _loss(task.model, _widened(p), x, y)[0])(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
+      updates, opt_state = optimizer.update(grads, opt_state, params,
+                                            value=loss)
       return optax.apply_updates(params, updates), opt_state
 
     return jax.lax.fori_loop(start, stop, step, (params, opt_state))

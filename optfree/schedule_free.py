@@ -34,7 +34,7 @@ place instead of copying them first.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,8 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import _tree
+from optfree import _xla_cpu
 from optfree import rounding as _rounding
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
@@ -212,18 +214,6 @@ def _decay_per_leaf(
   return [weight_decay if bool(flag) else None for flag in flags]
 
 
-def _map_leaves(
-    fn: Callable[..., tuple[Any, ...]],
-    treedef: Any,
-    num_outputs: int,
-    *leaf_lists: list[Any],
-) -> tuple[Any, ...]:
-  """Applies ``fn`` leafwise and returns one tree per output of ``fn``."""
-  outputs = [fn(*leaves) for leaves in zip(*leaf_lists)]
-  columns = list(zip(*outputs)) or [()] * num_outputs
-  return tuple(treedef.unflatten(list(column)) for column in columns)
-
-
 def _validate(**values: Any) -> None:
   checks = dict(
       learning_rate=_checks.check_non_negative,
@@ -302,142 +292,162 @@ def _radam_rho(
   return jnp.where(q < 0.4, rho, plain)
 
 
-def _unshared(dependency: jax.Array, *values: jax.Array) -> tuple:
-  """``values`` unchanged, made to depend elementwise on ``dependency``.
+class _Normalizer(NamedTuple):
+  r"""The per-step scalars of the normalized direction of AdamW and RAdam.
 
-  Adds an exact 0 computed from ``dependency``'s bits (the sign bit shifted
-  out twice), an elementwise op XLA does not fold. An expression of the
-  returned values then differs from the same expression of ``values``, so
-  common-subexpression elimination cannot merge the two, and XLA computes
-  each inside its own loop instead of storing the shared part in a
-  param-sized temporary.
+  The direction is :math:`g / (\sqrt{\nu / b} + \epsilon)` after
+  :math:`\nu \leftarrow \beta_2 \nu + (1 - \beta_2) g^2`; RAdam takes
+  :math:`g` itself on the steps where ``adaptive`` is false.
   """
-  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[
-      dependency.dtype.itemsize]
-  bits = jax.lax.bitcast_convert_type(dependency, int_type)
-  width = jnp.asarray(bits.dtype.itemsize * 8 - 1, bits.dtype)
-  zero = jax.lax.shift_right_logical(
-      jax.lax.shift_right_logical(bits, width), jnp.asarray(1, bits.dtype))
-  return tuple(value + zero.astype(value.dtype) for value in values)
+
+  b2: jax.Array
+  one_minus_b2: jax.Array
+  bias_correction: jax.Array
+  eps: jax.Array
+  adaptive: Optional[jax.Array] = None
+
+
+def _warmup_factor(warmup_steps: Any, step: jax.Array) -> Any:
+  """The reference's (k + 1) / warmup_steps, capped at 1 after warmup."""
+  if _is_static_zero(warmup_steps):
+    return 1
+  return jnp.minimum(step / jnp.asarray(warmup_steps, step.dtype), 1)
+
+
+def _adam_scalars(
+    *, b2: Any, eps: Any, step: jax.Array, bias_correction: str
+) -> tuple[_Normalizer, Any]:
+  r"""The normalizer of Schedule-Free AdamW and its factor on the z-step.
+
+  ``"denominator"`` (schedulefree): :math:`\nu` is bias-corrected inside the
+  square root. ``"step_size"`` (the AlgoPerf submission): the z-step is
+  scaled by :math:`\sqrt{1 - \beta_2^{k+1}}` instead.
+  """
+  dtype = step.dtype
+  one_minus_b2 = _one_minus(b2, dtype)
+  bias_correction2 = -jnp.expm1(step * jnp.log1p(-one_minus_b2))
+  normalizer = _Normalizer(
+      b2=jnp.asarray(b2, dtype), one_minus_b2=one_minus_b2,
+      bias_correction=bias_correction2, eps=jnp.asarray(eps, dtype))
+  if bias_correction == "denominator":
+    return normalizer, 1
+  return normalizer._replace(bias_correction=jnp.ones([], dtype)), jnp.sqrt(
+      bias_correction2)
+
+
+def _radam_scalars(
+    *, b2: Any, eps: Any, step: jax.Array, silent_sgd_phase: Any
+) -> tuple[_Normalizer, jax.Array]:
+  r"""The normalizer of Schedule-Free RAdam and its rectification factor.
+
+  SGD steps (or none, silently) until the variance of the adaptive step is
+  tractable (:math:`\rho_t > 4`), then rectified Adam steps.
+  """
+  normalizer, _ = _adam_scalars(b2=b2, eps=eps, step=step,
+                                bias_correction="denominator")
+  one_minus_b2 = normalizer.one_minus_b2
+  rho_inf = 2 / one_minus_b2 - 1
+  rho_t = _radam_rho(step, one_minus_b2, jnp.log1p(-one_minus_b2))
+  adaptive = rho_t > 4
+  rectification = jnp.sqrt(jnp.maximum(
+      (rho_t - 4) * (rho_t - 2) * rho_inf
+      / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0))
+  sgd_factor = jnp.where(silent_sgd_phase, 0.0, 1.0).astype(step.dtype)
+  return normalizer._replace(adaptive=adaptive), jnp.where(
+      adaptive, rectification, sgd_factor)
 
 
 def _schedule_free_elementwise(
     name: str,
+    *,
     learning_rate: ScalarOrSchedule,
     b1: Any,
-    b2: Optional[Any],
-    eps: Any,
-    warmup_steps: Any,
+    normalized: bool,
+    scalars: Callable[[jax.Array], tuple[Optional[_Normalizer], Any, Any]],
     r: Any,
     weight_lr_power: Any,
     weight_decay: Any,
+    weight_decay_at: str,
     mask: MaskOrFn,
     state_dtype: Any,
-    rectify: bool,
-    silent_sgd_phase: Any,
-    rounding: str = "nearest",
-    seed: int = 0,
+    rounding: str,
+    seed: int,
 ) -> optax.GradientTransformation:
-  """Schedule-Free over SGD (``b2=None``), Adam or rectified Adam.
+  """Schedule-Free over a z-step direction ``g`` or ``g`` normalized.
 
-  The whole step is one elementwise function per leaf of g, y, z (and nu)
-  that writes the update, z (and nu); every scalar is computed once per step
-  outside it.
+  ``scalars(step)`` gives the step's normalizer (``None`` for SGD, whose
+  ``normalized`` is false: no second moment is kept), the
+  factor on the learning rate that the averaging weight sees (warmup,
+  rectification) and the further factor of the z-step alone (AlgoPerf's bias
+  correction). The whole step is one elementwise function per leaf of g, y,
+  z (and nu) that writes the update, z (and nu); every scalar is computed
+  once per step outside it.
   """
-  adaptive = b2 is not None
   _checks.check_float_dtype("state_dtype", state_dtype)
 
   def init_fn(params):
     _rounding.check_dtypes(name, rounding, params, state_dtype)
     base_state = (
         optax.ScaleByRmsState(nu=_zeros_tree(params, state_dtype))
-        if adaptive
-        else optax.EmptyState()
-    )
+        if normalized else optax.EmptyState())
     return _init_state(params, b1, _copy_tree(params, state_dtype), base_state)
 
   def update_fn(grads, state, params=None):
     _check_trees(name, grads, state, params)
     k = state.count
     dtype = state.lr_max.dtype
-    step = optax.safe_increment(k).astype(dtype)
-    lr = jnp.asarray(_learning_rate_at(learning_rate, k), dtype)
-    normalize = None
-    if adaptive:
-      b2_ = jnp.asarray(b2, dtype)
-      one_minus_b2 = _one_minus(b2, dtype)
-      log_b2 = jnp.log1p(-one_minus_b2)
-      bias_correction2 = -jnp.expm1(step * log_b2)
-      eps_ = jnp.asarray(eps, dtype)
-    if rectify:
-      # RAdam: SGD steps (or none, silently) until the variance of the
-      # adaptive step is tractable (rho_t > 4), then rectified Adam steps.
-      rho_inf = 2 / one_minus_b2 - 1
-      rho_t = _radam_rho(step, one_minus_b2, log_b2)
-      normalize = rho_t > 4
-      rect = jnp.sqrt(
-          jnp.maximum(
-              (rho_t - 4) * (rho_t - 2) * rho_inf
-              / ((rho_inf - 4) * (rho_inf - 2) * rho_t),
-              0,
-          )
-      )
-      sgd_factor = jnp.where(silent_sgd_phase, 0.0, 1.0).astype(dtype)
-      lr = lr * jnp.where(normalize, rect, sgd_factor)
-    elif not _is_static_zero(warmup_steps):
-      # The reference's (k + 1) / warmup_steps, capped at 1 after warmup.
-      lr = lr * jnp.minimum(step / jnp.asarray(warmup_steps, dtype), 1)
-    lr, b1_, c, scalars = _averaging_step(state, lr, b1, r, weight_lr_power)
+    normalizer, lr_factor, z_step_factor = scalars(
+        optax.safe_increment(k).astype(dtype))
+    lr = jnp.asarray(_learning_rate_at(learning_rate, k), dtype) * lr_factor
+    lr, b1_, c, scalar_state = _averaging_step(
+        state, lr, b1, r, weight_lr_power)
+    z_lr = lr * z_step_factor
     write = _rounding.write(rounding, seed, k)
     to_update = _rounding.params_update(rounding, seed, k)
     # The reference's y + c (z - y) + lr (b1 (1 - c) - 1) d, rewritten on
     # z_new = z - lr d: then nothing reads the old z after z_new is written,
     # and XLA updates y and z in place without copying either.
-    y_step = lr * (b1_ - 1) * (1 - c)
+    y_step = z_lr * (b1_ - 1) * (1 - c)
 
-    def direction(g, y, nu, decay):
+    def direction(g, y, z, nu, decay):
       d = g
-      if adaptive:
-        normalized = g / (jnp.sqrt(nu / bias_correction2) + eps_)
-        d = normalized if normalize is None else jnp.where(
-            normalize, normalized, g)
-      if decay is not None:
-        d = d + jnp.asarray(decay, dtype) * y
-      return d
+      if normalizer is not None:
+        normalized = g / (jnp.sqrt(nu / normalizer.bias_correction)
+                          + normalizer.eps)
+        d = normalized if normalizer.adaptive is None else jnp.where(
+            normalizer.adaptive, normalized, g)
+      if decay is None:
+        return d
+      if weight_decay_at == "x":
+        # x from y and z, with the b1 that formed y.
+        y = (y - (1 - state.b1) * z) / state.b1
+      return d + jnp.asarray(decay, dtype) * y
 
-    def leaf_update(g, y, z, nu, decay, leaf):
-      if adaptive:
-        nu = write(b2_ * nu + one_minus_b2 * g * g, nu.dtype, leaf,
-                   _rounding.NU)
-      new_z = write(z - lr * direction(g, y, nu, decay), z.dtype, leaf,
+    def leaf_update(leaf, g, y, z, nu, decay):
+      if normalizer is not None:
+        nu = write(normalizer.b2 * nu + normalizer.one_minus_b2 * g * g,
+                   nu.dtype, leaf, _rounding.NU)
+      new_z = write(z - z_lr * direction(g, y, z, nu, decay), z.dtype, leaf,
                     _rounding.Z)
       # XLA:CPU emits one loop per output: a direction shared by z_new and
       # the update would be stored in a param-sized temporary. Recomputing it
-      # from inputs made distinct by _unshared keeps it in registers. The
-      # state keeps nu itself: a copy would be written by a loop of its own.
-      g_for_y, nu_for_y = _unshared(new_z, g, nu) if adaptive else (g, nu)
-      update = c * (new_z - y) + y_step * direction(g_for_y, y, nu_for_y, decay)
+      # from inputs made distinct by _xla_cpu.unshared keeps it in registers.
+      # The state keeps nu itself: a copy would be written by a loop of its
+      # own.
+      g_for_y, nu_for_y = (_xla_cpu.unshared(new_z, g, nu)
+                           if normalizer is not None else (g, nu))
+      update = c * (new_z - y) + y_step * direction(
+          g_for_y, y, z, nu_for_y, decay)
       return to_update(update, y, leaf), new_z, nu
 
-    z_leaves, treedef = jax.tree.flatten(state.z)
-    nu_leaves = (
-        jax.tree.leaves(state.base_state.nu)
-        if adaptive
-        else [None] * len(z_leaves)
-    )
-    updates, z, nu = _map_leaves(
-        leaf_update,
-        treedef,
-        3,
-        jax.tree.leaves(grads),
-        jax.tree.leaves(params),
-        z_leaves,
-        nu_leaves,
-        _decay_per_leaf(weight_decay, mask, params),
-        list(range(len(z_leaves))),
-    )
-    base_state = optax.ScaleByRmsState(nu=nu) if adaptive else state.base_state
-    return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
+    nu = state.base_state.nu if normalized else None
+    updates, z, nu = _tree.map_leaves(
+        leaf_update, grads, params, state.z, nu,
+        _decay_per_leaf(weight_decay, mask, params), num_outputs=3)
+    base_state = (optax.ScaleByRmsState(nu=nu) if normalized
+                  else state.base_state)
+    return updates, ScheduleFreeState(
+        z=z, base_state=base_state, **scalar_state)
 
   return _public.public_transformation(
       name, optax.GradientTransformation(init_fn, update_fn), mask=mask)
@@ -528,10 +538,11 @@ def schedule_free_sgd(
   )
   _rounding.check_rounding(rounding, seed)
   return _schedule_free_elementwise(
-      "schedule_free_sgd", learning_rate, b1, None, None, warmup_steps, r,
-      weight_lr_power, weight_decay, mask, state_dtype, rectify=False,
-      silent_sgd_phase=False, rounding=rounding, seed=seed,
-  )
+      "schedule_free_sgd", learning_rate=learning_rate, b1=b1,
+      normalized=False, scalars=lambda step: (None, _warmup_factor(warmup_steps, step), 1),
+      r=r, weight_lr_power=weight_lr_power, weight_decay=weight_decay,
+      weight_decay_at="y", mask=mask, state_dtype=state_dtype,
+      rounding=rounding, seed=seed)
 
 
 def schedule_free_adamw(
@@ -544,6 +555,8 @@ def schedule_free_adamw(
     r: float = 0.0,
     weight_lr_power: float = 2.0,
     weight_decay: float = 0.0,
+    weight_decay_at: Literal["y", "x"] = "y",
+    bias_correction: Literal["denominator", "step_size"] = "denominator",
     mask: MaskOrFn = None,
     state_dtype: Any = None,
     rounding: str = "nearest",
@@ -568,6 +581,35 @@ def schedule_free_adamw(
   (one learning-rate evaluation per step, shared by both). The state holds two
   param-sized buffers (:math:`z`, :math:`\nu`).
 
+  The Schedule-Free AdamW that won AlgoPerf v0.5's self-tuning track
+  (mlcommons/submissions_algorithms, ``submissions/self_tuning/
+  schedule_free_adamw``, class ``AdamWScheduleFree``) differs in two places,
+  each an option here: ``weight_decay_at="x"`` decays at
+  :math:`x_k = (y_k - (1 - \beta_1) z_k) / \beta_1` instead of
+  :math:`y_k`, and ``bias_correction="step_size"`` moves the bias correction
+  from the denominator to the z-step,
+
+  .. math::
+
+    d_k = \frac{g_k}{\sqrt{\nu_{k+1}} + \epsilon} + \lambda x_k, \quad
+    z_{k+1} = z_k - \gamma_k \sqrt{1 - \beta_2^{k+1}}\, d_k
+
+  (the averaging weight still uses :math:`\gamma_k`). Its recipe, with the
+  submission's ``HPARAMS`` and ``step_hint`` the workload's step budget::
+
+    optfree.schedule_free_adamw(
+        0.0025, b1=0.9, b2=0.9955159689799007, eps=1e-8,
+        weight_decay=0.08121616522670176, r=0.75, weight_lr_power=2.0,
+        warmup_steps=int(0.02 * step_hint * 0.75),
+        weight_decay_at="x", bias_correction="step_size")
+
+  It still differs from the submission in the second moment, which the
+  submission keeps in bfloat16 (``state_dtype=jnp.bfloat16`` here would
+  make :math:`z` bfloat16 too), in the learning rate's floor at ``eps``
+  (equal while the learning rate is at least ``eps``), and in its reset of
+  params and learning rate when evaluations stall, which is outside the
+  optimizer.
+
   Args:
     learning_rate: a non-negative float or an optax schedule of the update
       count (the averaging weight then uses its running maximum).
@@ -578,7 +620,11 @@ def schedule_free_adamw(
     r: power of the step count in the averaging weight.
     weight_lr_power: power of the maximal learning rate in the averaging
       weight.
-    weight_decay: decoupled weight decay coefficient, applied at :math:`y`.
+    weight_decay: decoupled weight decay coefficient, applied at
+      ``weight_decay_at``.
+    weight_decay_at: ``"y"`` (schedulefree) or ``"x"`` (AlgoPerf).
+    bias_correction: ``"denominator"`` (schedulefree) or ``"step_size"``
+      (AlgoPerf).
     mask: a pytree of bools like the params (or a prefix of it), or a callable
       returning one, selecting the leaves that get weight decay.
     state_dtype: dtype of :math:`z` and :math:`\nu`; ``None`` keeps each
@@ -598,6 +644,9 @@ def schedule_free_adamw(
   References:
     Defazio et al., `The Road Less Scheduled
     <https://arxiv.org/abs/2405.15682>`_, NeurIPS 2024.
+
+    Kasimbeg et al., `Accelerating Neural Network Training: An Analysis of
+    the AlgoPerf Competition <https://arxiv.org/abs/2502.15015>`_, ICLR 2025.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optfree
@@ -622,11 +671,20 @@ def schedule_free_adamw(
       weight_decay=weight_decay,
   )
   _rounding.check_rounding(rounding, seed)
+  _checks.check_choice("weight_decay_at", weight_decay_at, ("y", "x"))
+  _checks.check_choice("bias_correction", bias_correction,
+                       ("denominator", "step_size"))
+
+  def scalars(step):
+    normalizer, z_step_factor = _adam_scalars(
+        b2=b2, eps=eps, step=step, bias_correction=bias_correction)
+    return normalizer, _warmup_factor(warmup_steps, step), z_step_factor
+
   return _schedule_free_elementwise(
-      "schedule_free_adamw", learning_rate, b1, b2, eps, warmup_steps, r,
-      weight_lr_power, weight_decay, mask, state_dtype, rectify=False,
-      silent_sgd_phase=False, rounding=rounding, seed=seed,
-  )
+      "schedule_free_adamw", learning_rate=learning_rate, b1=b1,
+      normalized=True, scalars=scalars, r=r, weight_lr_power=weight_lr_power,
+      weight_decay=weight_decay, weight_decay_at=weight_decay_at, mask=mask,
+      state_dtype=state_dtype, rounding=rounding, seed=seed)
 
 
 def schedule_free_radam(
@@ -721,11 +779,17 @@ def schedule_free_radam(
       weight_decay=weight_decay,
   )
   _rounding.check_rounding(rounding, seed)
+
+  def scalars(step):
+    normalizer, rectification = _radam_scalars(
+        b2=b2, eps=eps, step=step, silent_sgd_phase=silent_sgd_phase)
+    return normalizer, rectification, 1
+
   return _schedule_free_elementwise(
-      "schedule_free_radam", learning_rate, b1, b2, eps, 0, r,
-      weight_lr_power, weight_decay, mask, state_dtype, rectify=True,
-      silent_sgd_phase=silent_sgd_phase, rounding=rounding, seed=seed,
-  )
+      "schedule_free_radam", learning_rate=learning_rate, b1=b1,
+      normalized=True, scalars=scalars, r=r, weight_lr_power=weight_lr_power,
+      weight_decay=weight_decay, weight_decay_at="y", mask=mask,
+      state_dtype=state_dtype, rounding=rounding, seed=seed)
 
 
 def schedule_free(
@@ -843,7 +907,7 @@ def schedule_free(
     write = _rounding.write(rounding, seed, k)
     to_update = _rounding.params_update(rounding, seed, k)
 
-    def leaf_update(y, base_z, u, leaf, z):
+    def leaf_update(leaf, y, base_z, u, z):
       if rounding == "stochastic" and decay is not None:
         # z - decay y is rounded for the base to read, not for z's write:
         # rounded to nearest, a decay below half an ulp would never act.
@@ -853,16 +917,9 @@ def schedule_free(
       update = c * (new_z - y) + z_step_weight * z_step
       return to_update(update, y, leaf), new_z
 
-    updates, z = _map_leaves(
-        leaf_update,
-        jax.tree.structure(state.z),
-        2,
-        jax.tree.leaves(params),
-        jax.tree.leaves(base_params),
-        jax.tree.leaves(base_updates),
-        list(range(len(jax.tree.leaves(state.z)))),
-        jax.tree.leaves(state.z),
-    )
+    updates, z = _tree.map_leaves(
+        leaf_update, params, base_params, base_updates, state.z,
+        num_outputs=2)
     return updates, ScheduleFreeState(z=z, base_state=base_state, **scalars)
 
   return _public.public_transformation(

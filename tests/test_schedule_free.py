@@ -137,14 +137,10 @@ def test_radam_rho_float32_accurate():
 # --- Where optax.contrib differs from the reference (DESIGN principle 1) ---
 
 
-def _optax_adamw_case(name, **overrides):
-  config = json.loads(str(GOLDEN[f"{name}/config"]))["kwargs"]
-  b1, b2 = config.get("betas", (0.9, 0.999))
-  kwargs = dict(learning_rate=config["lr"], b1=b1, b2=b2,
-                eps=config.get("eps", 1e-8),
-                weight_decay=config.get("weight_decay", 0.0),
-                warmup_steps=config.get("warmup_steps"))
-  return optax.contrib.schedule_free_adamw(**{**kwargs, **overrides})
+# Where optax.contrib's Schedule-Free differs from the reference, optfree's
+# behaviour is asserted here; optax's own numbers are measured by
+# benchmarks/optax_contrib_differences.py and listed in the parity guide
+# (docs/guides/parity.md), so that an improvement of optax fails nothing.
 
 
 def _relative_error(ys, name):
@@ -152,66 +148,46 @@ def _relative_error(ys, name):
   return np.abs(ys - golden).max() / np.abs(golden).max()
 
 
-def test_warmup_matches_reference_where_optax_lags_a_step(x64):
-  name = "adamw_warmup_decay"
-  ours, _, _ = _train(_optimizer(name), jnp.float64)
-  theirs, _, _ = _train(_optax_adamw_case(name), jnp.float64)
-  assert _relative_error(ours, name) < 1e-10
-  # optax's base optimizer evaluates the warmup one step behind the
-  # averaging weight: its trajectory drifts away from the reference.
-  assert _relative_error(theirs, name) > 1e-3
+def test_warmup_follows_the_reference_step_for_step(x64):
+  ours, _, _ = _train(_optimizer("adamw_warmup_decay"), jnp.float64)
+  assert _relative_error(ours, "adamw_warmup_decay") < 1e-10
 
 
-def test_zero_warmup_moves_where_optax_never_moves(x64):
-  name = "adamw_default"
+def test_zero_warmup_means_no_warmup(x64):
   ours, _, _ = _train(optfree.schedule_free_adamw(0.05, warmup_steps=0),
                       jnp.float64)
-  theirs, _, _ = _train(_optax_adamw_case(name, warmup_steps=0), jnp.float64)
-  assert _relative_error(ours, name) < 1e-10
-  # Its learning rate stays 0: y moves by float64 rounding only.
-  np.testing.assert_allclose(theirs, np.tile(GOLDEN["problem/init"],
-                                             (len(theirs), 1)), atol=1e-13)
+  assert _relative_error(ours, "adamw_default") < 1e-10
+  assert np.abs(ours[0] - GOLDEN["problem/init"]).max() > 1e-3
 
 
-def test_wrapper_base_sees_z_where_optax_passes_y(x64):
+def test_wrapper_base_steps_on_z(x64):
   # The reference's base optimizer steps on z, so a base with weight decay
-  # decays z; optax.contrib.schedule_free hands the base y instead.
-  name = "wrap_adamw"
-  ours, _, _ = _train(_optimizer(name), jnp.float64)
-  base = optax.adamw(0.05, b1=0.0, b2=0.999, weight_decay=0.1)
-  theirs, _, _ = _train(optax.contrib.schedule_free(base, 0.05, b1=0.95),
-                        jnp.float64)
-  assert _relative_error(ours, name) < 1e-10
-  assert _relative_error(theirs, name) > 1e-3
+  # decays z.
+  ours, _, _ = _train(_optimizer("wrap_adamw"), jnp.float64)
+  assert _relative_error(ours, "wrap_adamw") < 1e-10
 
 
-def test_polynomial_weighting_r_which_optax_lacks(x64):
-  assert "r" not in inspect.signature(
-      optax.contrib.schedule_free_adamw).parameters
+def test_polynomial_weighting_r(x64):
   for name in ("adamw_r_power", "sgd_r_power_b1"):
     ours, _, _ = _train(_optimizer(name), jnp.float64)
     assert _relative_error(ours, name) < 1e-10
 
 
-def test_bfloat16_params_keep_weight_sum_growing_where_optax_stalls():
+def test_bfloat16_params_keep_weight_sum_growing():
   steps = 600
   params = {"w": jnp.ones(4, jnp.bfloat16)}
   grads = {"w": jnp.zeros(4, jnp.bfloat16)}
+  optimizer = optfree.schedule_free_sgd(1.0)
 
-  def final_state(optimizer):
-    def step(state, _):
-      return optimizer.update(grads, state, params)[1], None
-    return jax.jit(lambda: jax.lax.scan(
-        step, optimizer.init(params), None, length=steps)[0])()
+  def step(state, _):
+    return optimizer.update(grads, state, params)[1], None
 
-  ours = final_state(optfree.schedule_free_sgd(1.0))
-  theirs = final_state(optax.contrib.schedule_free_sgd(1.0))
-  assert ours.weight_sum.dtype == jnp.float32
-  assert float(ours.weight_sum) == steps
-  # optax keeps the sum in bfloat16: it stops at 256 (8 significant bits),
-  # after which the averaging weight c_t = 1/256 no longer decays as 1/t.
-  assert theirs.weight_sum.dtype == jnp.bfloat16
-  assert float(theirs.weight_sum) == 256
+  state = jax.jit(lambda: jax.lax.scan(
+      step, optimizer.init(params), None, length=steps)[0])()
+  # Kept in bfloat16 the sum would stop at 256 (8 significant bits), after
+  # which c_t = 1/256 would no longer decay as 1/t.
+  assert state.weight_sum.dtype == jnp.float32
+  assert float(state.weight_sum) == steps
 
 
 # --- State layout and dtypes ---
@@ -638,3 +614,19 @@ def test_eval_params_with_swapped_arguments_says_so():
   state = _sf().init(PARAMS)
   with pytest.raises(ValueError, match=r"call eval_params\(opt_state, params\)"):
     optfree.eval_params(PARAMS, state)
+
+
+def test_guide_optax_table_is_the_measured_one():
+  """The guide's optax.contrib table holds the committed measurements."""
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "benchmarks", "results",
+                         "optax_contrib_differences.json")) as f:
+    measured = json.load(f)
+  with open(os.path.join(root, "docs", "guides", "schedule_free.md")) as f:
+    guide = f.read()
+  for key in ("warmup", "wrapper_base_params"):
+    for side in ("optax", "optfree"):
+      assert f"{measured[key][side]:.1e}" in guide
+  assert f"{measured['zero_warmup']['optax_max_move']:.1e}" in guide
+  sums = measured["bfloat16_weight_sum_after_600_steps"]
+  assert f"| {sums['optax']:.0f} (stops) | {sums['optfree']:.0f} |" in guide

@@ -1,7 +1,7 @@
 """Bad hyperparameters fail at construction; valid edge values work.
 
 The tables below are the "Bad input" lists of the issues (Schedule-Free,
-AdaBound/Lion, schedules) and DESIGN.md, written out per public constructor.
+AdaBound/Lion, schedules) and docs/design.md, written out per public constructor.
 Every out-of-range value must raise ``ValueError`` when the optimizer or
 schedule is built (not at its first step), with a message naming the argument
 and the value. Every valid edge value must build and give finite numbers.

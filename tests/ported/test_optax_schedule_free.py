@@ -46,7 +46,7 @@ Adapted:
 
 optax's learning-rate convention differs (its wrapper reads the schedule at
 the step count starting from 1, one step behind the averaging weights;
-DESIGN.md, principle 1): ``test_optimization`` uses optax's warmup schedule
+docs/design.md and the parity guide): ``test_optimization`` uses optax's warmup schedule
 as is, and its convergence target holds for optfree's (the reference's)
 convention too.
 """

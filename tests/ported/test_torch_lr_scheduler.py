@@ -7,7 +7,7 @@ the PyTorch contributors). The inputs and the expected values below are
 torch's: each expected list is built the way torch's test builds it (the
 same literals and the same formulas); the code around them is optfree's.
 
-How torch's checks map onto optfree's ``count`` (DESIGN.md, "Schedules"):
+How torch's checks map onto optfree's ``count`` (the schedules guide, docs/guides/schedules.md):
 torch's ``_test``, ``_test_get_last_lr`` and ``_test_cycle_lr`` read the
 learning rate (and momentum) of epoch ``e`` before the ``e``-th
 ``scheduler.step()``, and ``_test_with_epoch`` right after ``step(e)``: both
