@@ -416,3 +416,24 @@ def test_compiled_step_quick_run(compiled_step, tmp_path):
       # float32, plus the count.
       assert r["floor_bytes"] == pytest.approx(7 * 4 * params / 4, abs=64)
 
+
+def test_performance_guide_tpu_table_is_the_committed_results(compiled_step):
+  # Every line --markdown prints from the committed JSON is in the guide,
+  # and the JSON covers every optimizer of the tests' table.
+  with open(compiled_step.results_path(compiled_step.RESULTS_DIR,
+                                       quick=False)) as f:
+    records = json.load(f)["records"]
+  expected = {(name, topology, dtype, rounding)
+              for name in [o.name for o in compiled_step.optfree_optimizers()]
+              + [o.name for o in compiled_step.OPTAX]
+              for topology in compiled_step.TOPOLOGIES
+              for dtype, rounding in compiled_step.CASES}
+  found = {(r["optimizer"], r["topology"], r["dtype"], r["rounding"])
+           for r in records}
+  assert not expected - found, (
+      "rerun python benchmarks/compiled_step.py in the TPU venv for: "
+      f"{sorted(expected - found)}")
+  with open(PERFORMANCE_GUIDE) as f:
+    guide = f.read()
+  lines = compiled_step.markdown(records).splitlines()
+  assert [line for line in lines if line not in guide] == []
