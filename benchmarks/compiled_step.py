@@ -71,8 +71,8 @@ Install (a venv of its own; ``jax[tpu]`` pins the libtpu that matches jax)::
 
 Usage::
 
-  /tmp/venv-tpu/bin/python benchmarks/compiled_step.py           # ~3 min
-  /tmp/venv-tpu/bin/python benchmarks/compiled_step.py --quick   # ~20 s
+  /tmp/venv-tpu/bin/python benchmarks/compiled_step.py   # 3 min of CPU
+  /tmp/venv-tpu/bin/python benchmarks/compiled_step.py --quick   # 20-45 s
   python benchmarks/compiled_step.py --markdown   # the guide's table, from
                                                   # the committed JSON
 
@@ -626,7 +626,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help=f"only {', '.join(QUICK)}, on the 2x2 slice "
-                           "(~20 s); writes compiled_step-tpu-v5e-quick.json")
+                           "(20-45 s); writes compiled_step-tpu-v5e-quick.json")
   parser.add_argument("--only", nargs="+",
                       help="compile only these optimizers (names as printed)")
   parser.add_argument("--topologies", nargs="+", choices=list(TOPOLOGIES),
