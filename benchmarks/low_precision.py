@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import pathlib
 import platform
 import sys
@@ -392,6 +393,38 @@ def _ratio(value: float) -> str:
   return f"{value:.3f}x" if value < 100 else f"{value:.3g}x"
 
 
+def _cell(entry: dict[str, Any], base: dict[str, Any], seeds: Sequence[int],
+          is_base: bool) -> str:
+  """One table cell: mean loss (ratio to float32 ± its error, bytes).
+
+  A seed whose run diverged (a non-finite final loss, here or in float32)
+  would make the mean NaN; the cell names it and gives the other seeds'.
+  """
+  losses = entry["final_test_loss_per_seed"]
+  base_losses = base["final_test_loss_per_seed"]
+  diverged = [seed for seed, loss in zip(seeds, losses)
+              if not math.isfinite(loss)]
+  prefix = ""
+  if diverged or not all(math.isfinite(loss) for loss in base_losses):
+    keep = [i for i, (loss, base_loss) in enumerate(zip(losses, base_losses))
+            if math.isfinite(loss) and math.isfinite(base_loss)]
+    kept = lambda e: {"final_test_loss_per_seed": [  # noqa: E731
+        e["final_test_loss_per_seed"][i] for i in keep]}
+    ratio, sem = paired_ratio(kept(entry), kept(base))
+    mean = float(np.mean(kept(entry)["final_test_loss_per_seed"]))
+    if diverged:
+      prefix = (f"seed{'s' if len(diverged) > 1 else ''} "
+                f"{', '.join(map(str, diverged))} diverged (NaN); the other "
+                f"{len(keep)}: ")
+  else:
+    ratio = entry["loss_over_float32"]
+    sem = entry["loss_over_float32_sem"]
+    mean = entry["final_test_loss_mean"]
+  spread = f" ±{sem:.3f}" if not is_base and ratio < 100 else ""
+  return (f"{prefix}{mean:.4g} ({_ratio(ratio)}{spread}, "
+          f"{entry['bytes_over_float32']:.2f})")
+
+
 def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
   """The docs' tables, from the JSON files in ``out_dir``."""
   lines = []
@@ -407,14 +440,8 @@ def markdown(out_dir: pathlib.Path, tasks: Sequence[str]) -> str:
               "| optimizer | " + " | ".join(CONFIG_LABELS[c] for c in CONFIGS)
               + " |", "| --- " * (len(CONFIGS) + 1) + "|"]
     for name, by_config in task_report["optimizers"].items():
-      cells = []
-      for c in CONFIGS:
-        ratio = by_config[c]["loss_over_float32"]
-        sem = by_config[c]["loss_over_float32_sem"]
-        spread = f" ±{sem:.3f}" if c != "float32" and ratio < 100 else ""
-        cells.append(f"{by_config[c]['final_test_loss_mean']:.4g} "
-                     f"({_ratio(ratio)}{spread}, "
-                     f"{by_config[c]['bytes_over_float32']:.2f})")
+      cells = [_cell(by_config[c], by_config["float32"], task_report["seeds"],
+                     c == "float32") for c in CONFIGS]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   step_time = step_time_ratios(out_dir / "step_time-cpu-rounding.json")
   if step_time:

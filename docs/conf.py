@@ -72,4 +72,7 @@ html_css_files = ["custom.css"]
 html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
+    # One search box per page, the sidebar's: pydata-sphinx-theme 0.20 adds a
+    # second one to a header bar of its own unless this is set.
+    "navbar_persistent": [],
 }

@@ -4,14 +4,18 @@ Each check raises ``ValueError`` naming the argument and the value it got, at
 construction time. Values that cannot be inspected without tracing are let
 through: a callable (an optax schedule) and a JAX tracer (a hyperparameter that
 ``optax.inject_hyperparams`` feeds in under ``jit``). Concrete arrays are checked
-like Python numbers.
+like Python numbers. Where a schedule is not accepted, ``check_number`` rejects
+it, saying how to schedule the argument instead. ``reference_names`` turns a
+keyword spelled as in the PyTorch reference into a pointed ``TypeError``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +43,234 @@ def _as_float(name: str, value: Any) -> float:
   if not math.isfinite(result):
     raise ValueError(f"{name} must be finite, got {value!r}")
   return result
+
+
+def _public_name(function: Any) -> str:
+  """``optax.adam`` for optax's ``adam``: its package and its name."""
+  package = (getattr(function, "__module__", None) or "").split(".")[0]
+  name = getattr(function, "__qualname__", None) or repr(function)
+  return f"{package}.{name}" if package else name
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    schedulable_via: str | Callable[..., Any] | None = None,
+) -> None:
+  """Raises ValueError unless ``value`` is a real, finite scalar number.
+
+  Made for the arguments that take a number only. A schedule (any callable)
+  passed there is otherwise accepted by the constructor and fails at the first
+  update with an unrelated error; here it fails at once, with a message that
+  names the argument and says how to get what was meant. A JAX tracer (a
+  hyperparameter that ``optax.inject_hyperparams`` feeds in under ``jit``)
+  passes; 0-d arrays are checked like Python numbers.
+
+  Args:
+    name: the argument's name, used in the message.
+    value: what was passed.
+    schedulable_via: the optimizer factory that took ``value``, as a function
+      (``optfree.lion``) or its public name (``"optfree.lion"``): the message
+      then shows ``optax.inject_hyperparams(optfree.lion)(..., b1=schedule)``,
+      which evaluates the schedule at every update and passes the number on.
+      ``None`` for the arguments of a schedule, which nothing injects into:
+      the message then shows how to combine schedules instead.
+
+  Raises:
+    ValueError: for a callable, a bool, a non-number, a non-scalar array, NaN
+      or an infinity.
+
+  Example:
+    >>> from optfree import _checks
+    >>> import optax
+    >>> _checks.check_number('b1', 0.9)
+    >>> _checks.check_number('b1', optax.linear_schedule(0.9, 0.99, 100),
+    ...                      schedulable_via='optfree.lion')
+    Traceback (most recent call last):
+    ...
+    ValueError: b1 must be a number, got a schedule (a callable) ...
+  """
+  if isinstance(value, jax.core.Tracer):
+    return
+  if callable(value):
+    message = (f"{name} must be a number, got a schedule (a callable) "
+               f"{value!r}. ")
+    if schedulable_via is None:
+      message += (
+          "The arguments of a schedule are numbers. To scale one schedule by "
+          "another, multiply them:\n"
+          "    lambda count: schedule_a(count) * schedule_b(count)\n"
+          "to run schedules one after another, use "
+          "optfree.sequential_schedule([schedule_a, schedule_b], "
+          "milestones=[...]). (An optimizer hyperparameter follows a "
+          "schedule through optax.inject_hyperparams.)")
+    else:
+      factory = (schedulable_via if isinstance(schedulable_via, str)
+                 else _public_name(schedulable_via))
+      message += (
+          f"To change {name} during training, let optax inject the "
+          "schedule: it evaluates it at every update and passes the number "
+          "on:\n"
+          f"    tx = optax.inject_hyperparams({factory})(..., "
+          f"{name}=schedule)\n"
+          f"with the other arguments of {factory} in place of '...'.")
+    raise ValueError(message)
+  _as_float(name, value)
+
+
+def check_transformation(name: str, argument: str, value: Any) -> None:
+  """Raises TypeError unless ``value`` is an optax ``GradientTransformation``.
+
+  Anything with callable ``init`` and ``update`` passes. The usual mistake,
+  an optimizer factory (``optax.adam``) instead of an optimizer
+  (``optax.adam(1e-3)``), would otherwise fail at ``init`` with
+  ``'function' object has no attribute 'init'``; the message says what to
+  pass instead.
+
+  Args:
+    name: the function that took ``value``, used in the message.
+    argument: the argument's name, used in the message.
+    value: what was passed.
+  """
+  if callable(getattr(value, "init", None)) and callable(
+      getattr(value, "update", None)):
+    return
+  message = (f"{name}: {argument} must be an optax GradientTransformation "
+             "(an object with init and update)")
+  if callable(value):
+    factory = _public_name(value)
+    raise TypeError(
+        f"{message}, got the function {factory}, which builds one: call it "
+        f"with its hyperparameters, e.g. {name}({factory}(learning_rate="
+        "1e-3)) rather than "
+        f"{name}({factory}).")
+  raise TypeError(f"{message}, got {value!r}.")
+
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+PORTING_TABLE = "docs/guides/porting.md"
+
+_BETAS = "b1 and b2: betas=(b1, b2) is b1=b1, b2=b2"
+_NO_LAST_EPOCH = None  # resume by restoring the state, whose count goes on
+
+# The reference's keyword names that optfree spells otherwise, by optfree
+# function: reference name -> optfree's (None: no counterpart). The porting
+# table (docs/guides/porting.md) lists the same; tests/test_docs.py checks
+# that the two agree and that every name given here is a parameter.
+REFERENCE_NAMES: dict[str, dict[str, str | None]] = {
+    # schedulefree 1.4.1
+    "schedule_free_sgd": dict(lr="learning_rate", momentum="b1",
+                              foreach=None),
+    "schedule_free_adamw": dict(lr="learning_rate", betas=_BETAS,
+                                foreach=None),
+    "schedule_free_radam": dict(lr="learning_rate", betas=_BETAS,
+                                foreach=None),
+    "schedule_free": dict(base="base_optimizer", momentum="b1"),
+    # facebookresearch/schedule_free's AdamCScheduleFreePlusPaper
+    "schedule_free_plus": dict(lr="learning_rate", betas=_BETAS,
+                               sf_beta1="sf_b1", sf_beta1_max="sf_b1_max",
+                               sf_beta1_anneal_steps="sf_b1_anneal_steps",
+                               polyak_beta="polyak_b"),
+    # adabound 0.0.5 (and AdaBoundW of the repository)
+    "adabound": dict(lr="learning_rate", betas=_BETAS),
+    "amsbound": dict(lr="learning_rate", betas=_BETAS),
+    "adaboundw": dict(lr="learning_rate", betas=_BETAS),
+    # lion-pytorch 0.2.5
+    "lion": dict(lr="learning_rate", betas=_BETAS, use_triton=None),
+    # torch.optim.lr_scheduler
+    "step_schedule": dict(last_epoch=_NO_LAST_EPOCH),
+    "multistep_schedule": dict(last_epoch=_NO_LAST_EPOCH),
+    "exponential_schedule": dict(last_epoch=_NO_LAST_EPOCH),
+    "constant_factor_schedule": dict(total_iters="total_steps",
+                                     last_epoch=_NO_LAST_EPOCH),
+    "linear_factor_schedule": dict(total_iters="total_steps",
+                                   last_epoch=_NO_LAST_EPOCH),
+    "polynomial_decay_schedule": dict(total_iters="total_steps",
+                                      last_epoch=_NO_LAST_EPOCH),
+    "cosine_annealing_schedule": dict(T_max="t_max",
+                                      last_epoch=_NO_LAST_EPOCH),
+    "cosine_warm_restarts_schedule": dict(T_0="t_0", T_mult="t_mult",
+                                          last_epoch=_NO_LAST_EPOCH),
+    "cyclic_schedule": dict(
+        scale_fn=None, scale_mode=None,
+        cycle_momentum="cyclic_momentum_schedule, injected as b1",
+        base_momentum="cyclic_momentum_schedule's base_momentum",
+        max_momentum="cyclic_momentum_schedule's max_momentum",
+        last_epoch=_NO_LAST_EPOCH),
+    "onecycle_schedule": dict(
+        epochs="total_steps (= epochs * steps_per_epoch)",
+        steps_per_epoch="total_steps (= epochs * steps_per_epoch)",
+        cycle_momentum="onecycle_momentum_schedule, injected as b1",
+        base_momentum="onecycle_momentum_schedule's base_momentum",
+        max_momentum="onecycle_momentum_schedule's max_momentum",
+        last_epoch=_NO_LAST_EPOCH),
+    "sequential_schedule": dict(schedulers="schedules",
+                                last_epoch=_NO_LAST_EPOCH),
+}
+
+
+def reference_names(**renames: str | None) -> Callable[[_Function],
+                                                        _Function]:
+  """Decorator: a keyword named as in the reference gets a pointed TypeError.
+
+  ``schedule_free_sgd(momentum=0.9)`` would raise Python's bare "unexpected
+  keyword argument 'momentum'"; decorated with
+  ``reference_names(momentum="b1")`` it raises ``TypeError:
+  schedule_free_sgd got momentum=0.9: optfree calls it b1 (see the porting
+  table, docs/guides/porting.md)``. The check runs before the call, on the
+  keywords only, so a TypeError raised inside the function is never
+  rewritten. The decorated function keeps its name, docstring, module and
+  signature (``functools.wraps``: ``inspect.signature`` and Sphinx see the
+  original).
+
+  Args:
+    **renames: reference argument name -> what optfree calls it (text put
+      after "optfree calls it", e.g. ``"b1"`` or ``"b1 and b2"``), or
+      ``None`` where optfree has no counterpart. A name that is a parameter
+      of the function is an error (it would never be reached).
+
+  Returns:
+    The decorator.
+
+  Example:
+    >>> from optfree import _checks
+    >>> @_checks.reference_names(lr="learning_rate")
+    ... def sgd(learning_rate=1.0):
+    ...   return learning_rate
+    >>> sgd(lr=0.1)
+    Traceback (most recent call last):
+    ...
+    TypeError: sgd got lr=0.1: optfree calls it learning_rate (see ...)
+  """
+
+  def decorate(function: _Function) -> _Function:
+    parameters = inspect.signature(function).parameters
+    clashes = sorted(set(renames) & set(parameters))
+    if clashes:
+      raise ValueError(
+          f"reference_names: {clashes} are parameters of "
+          f"{function.__name__}, not reference names it lacks")
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+      known = [key for key in kwargs if key in renames]
+      if known:
+        parts = []
+        for key in known:
+          new = renames[key]
+          what = (f"optfree calls it {new}" if new is not None
+                  else "optfree has no counterpart")
+          parts.append(f"{key}={kwargs[key]!r}: {what}")
+        raise TypeError(
+            f"{function.__name__} got " + "; ".join(parts)
+            + f" (see the porting table, {PORTING_TABLE})")
+      return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+  return decorate
 
 
 def check_interval(

@@ -173,6 +173,49 @@ def _nnx_batch_statistics(
   return nnx.as_pure(nnx.state(model, nnx.BatchStat))
 
 
+def _describe(leaf: Any) -> str:
+  shape = getattr(leaf, "shape", None)
+  dtype = getattr(leaf, "dtype", None)
+  if shape is None or dtype is None:
+    return type(leaf).__name__
+  return f"{tuple(shape)} {dtype}"
+
+
+def _batch_of_pairs_error(batch: Any, error: Exception, nnx_form: bool
+                          ) -> TypeError:
+  """The error for a batch that holds more than the model's inputs."""
+  if isinstance(batch, dict):
+    what = f"a dict with keys {', '.join(map(repr, batch))}"
+    key = next(iter(batch), "inputs")
+    inputs = f"(batch[{key!r}] for batch in batches)"
+    select = f"batch[{key!r}]"
+  else:
+    what = (f"a {type(batch).__name__} of {len(batch)}: "
+            + ", ".join(_describe(leaf) for leaf in batch))
+    inputs = "(x for x, _ in batches)"
+    select = "batch[0]"
+  how = f"pass the inputs alone: recompute_batch_stats(model, {inputs}"
+  how += ")" if nnx_form else ", variables=..., **apply_kwargs)"
+  if nnx_form:
+    how += f", or say how to run the model: forward=lambda model, batch: " \
+           f"model({select})"
+  return TypeError(
+      f"recompute_batch_stats: the model failed on a batch that is {what} "
+      f"({type(error).__name__}: {error}). Each batch is passed to the model "
+      "as it is, so batches must yield the model's inputs only, not "
+      f"(inputs, labels) pairs: {how}.")
+
+
+def _run_on_batch(run: Callable[[], Any], batch: Any, nnx_form: bool) -> Any:
+  """``run()``; a failure on a tuple, list or dict batch says what to pass."""
+  if not isinstance(batch, (tuple, list, dict)):
+    return run()
+  try:
+    return run()
+  except Exception as error:  # pylint: disable=broad-except
+    raise _batch_of_pairs_error(batch, error, nnx_form) from error
+
+
 def _not_recomputed(paths: Iterable[str], how: str) -> ValueError:
   return ValueError(
       "recompute_batch_stats: the statistics at "
@@ -196,6 +239,8 @@ def _recompute_nnx(
     batches: Iterable[Any],
     forward: Callable[[nnx.Module, Any], Any],
 ) -> None:
+  # With forward given, what a batch holds is the caller's business.
+  explain = forward is _call_model
   batch_norm_paths = frozenset(
       path for path, module in nnx.iter_modules(model)
       if isinstance(module, nnx.BatchNorm)
@@ -216,7 +261,8 @@ def _recompute_nnx(
 
   def statistics_from(fill: Callable[[Any], Any], batch: Any) -> Any:
     nnx.update(model, jax.tree.map(fill, of_batch_norms(before)))
-    return _nnx_batch_statistics(forward, view, batch)
+    run = lambda: _nnx_batch_statistics(forward, view, batch)  # noqa: E731
+    return _run_on_batch(run, batch, nnx_form=True) if explain else run()
 
   total, count = None, 0
   try:
@@ -275,10 +321,14 @@ def _recompute_linen(
     )
   stale = variables["batch_stats"]
   other = {k: v for k, v in variables.items() if k != "batch_stats"}
-  statistics = functools.partial(
+  compiled = functools.partial(
       _linen_batch_statistics, apply_fn, tuple(sorted(apply_kwargs.items())),
       other,
   )
+
+  def statistics(running: Any, batch: Any) -> Any:
+    return _run_on_batch(lambda: compiled(running, batch), batch,
+                         nnx_form=False)
   # A linen BatchNorm updates ra <- m * ra + (1 - m) * stat with its own
   # momentum m. From ra = 0 it returns (1 - m) * stat; from ra = R it returns
   # m * R + (1 - m) * stat, which gives m per leaf without access to the
@@ -358,7 +408,9 @@ def recompute_batch_stats(
   Args:
     model: an ``nnx.Module``, or a linen ``apply`` function.
     batches: a finite iterable of model inputs, all of one shape (a few
-      training batches are enough).
+      training batches are enough). Each is passed to the model as it is:
+      from ``(inputs, labels)`` pairs pass ``(x for x, _ in batches)`` (or,
+      NNX, ``forward=lambda model, batch: model(batch[0])``).
     variables: linen only: the variables dict with ``'batch_stats'``.
     forward: NNX only: how to run the model on one batch.
     **apply_kwargs: linen only: keyword arguments of ``apply_fn``; they must
@@ -368,6 +420,8 @@ def recompute_batch_stats(
     ``None`` for NNX (the model is updated), the new ``batch_stats`` for linen.
 
   Raises:
+    TypeError: when the model fails on a batch that is a tuple, list or dict
+      (an ``(inputs, labels)`` pair, most likely), saying what to pass.
     ValueError: when ``batches`` is empty, the NNX model has no BatchNorm, the
       linen ``variables`` has no ``'batch_stats'``, or some statistics were
       not recomputed because the pass did not run their BatchNorm in training

@@ -455,6 +455,11 @@ def stochastic_rounding(
     inner optimizer) whose state is a :class:`StochasticRoundingState`;
     ``update`` needs the params.
 
+  Raises:
+    TypeError: when ``inner`` is not a transformation, e.g. the factory
+      ``optax.adam`` instead of the optimizer ``optax.adam(1e-3)``.
+    ValueError: when ``seed`` is not an integer in [0, 2**32).
+
   References:
     Gupta et al., `Deep Learning with Limited Numerical Precision
     <https://arxiv.org/abs/1502.02551>`_, ICML 2015.
@@ -477,6 +482,7 @@ def stochastic_rounding(
     >>> print(nearest.astype(float).mean())  # nearest rounding never moves
     1.0
   """
+  _checks.check_transformation("stochastic_rounding", "inner", inner)
   check_rounding("stochastic", seed)
   inner = optax.with_extra_args_support(inner)
 

@@ -47,7 +47,6 @@ from optfree import _tree
 from optfree import _xla_cpu
 from optfree import rounding as _rounding
 
-ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
@@ -189,10 +188,6 @@ def _averaging_step(
   return lr, b1, c, scalars
 
 
-def _learning_rate_at(learning_rate: ScalarOrSchedule, count: jax.Array):
-  return learning_rate(count) if callable(learning_rate) else learning_rate
-
-
 def _is_static_zero(value: Any) -> bool:
   return isinstance(value, (int, float)) and value == 0
 
@@ -214,7 +209,12 @@ def _decay_per_leaf(
   return [weight_decay if bool(flag) else None for flag in flags]
 
 
-def _validate(**values: Any) -> None:
+# The hyperparameters that may be schedules of the update count; every other
+# one must be a number (a schedule there goes through inject_hyperparams).
+_SCHEDULABLE = ("learning_rate", "weight_decay")
+
+
+def _validate(factory: str, **values: Any) -> None:
   checks = dict(
       learning_rate=_checks.check_non_negative,
       b1=lambda n, v: _checks.check_interval(
@@ -229,7 +229,14 @@ def _validate(**values: Any) -> None:
       weight_decay_at_y=_checks.check_non_negative,
   )
   for name, value in values.items():
+    if name not in _SCHEDULABLE:
+      _checks.check_number(name, value, schedulable_via=f"optfree.{factory}")
     checks[name](name, value)
+
+
+def _value_at(value: Any, count: jax.Array) -> Any:
+  """A hyperparameter at update ``count``: a schedule's value, or itself."""
+  return value(count) if callable(value) else value
 
 
 def _one_minus(value: Any, dtype: Any) -> jax.Array:
@@ -360,7 +367,7 @@ def _radam_scalars(
 def _schedule_free_elementwise(
     name: str,
     *,
-    learning_rate: ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     b1: Any,
     normalized: bool,
     scalars: Callable[[jax.Array], tuple[Optional[_Normalizer], Any, Any]],
@@ -398,7 +405,7 @@ def _schedule_free_elementwise(
     dtype = state.lr_max.dtype
     normalizer, lr_factor, z_step_factor = scalars(
         optax.safe_increment(k).astype(dtype))
-    lr = jnp.asarray(_learning_rate_at(learning_rate, k), dtype) * lr_factor
+    lr = jnp.asarray(_value_at(learning_rate, k), dtype) * lr_factor
     lr, b1_, c, scalar_state = _averaging_step(
         state, lr, b1, r, weight_lr_power)
     z_lr = lr * z_step_factor
@@ -443,7 +450,8 @@ def _schedule_free_elementwise(
     nu = state.base_state.nu if normalized else None
     updates, z, nu = _tree.map_leaves(
         leaf_update, grads, params, state.z, nu,
-        _decay_per_leaf(weight_decay, mask, params), num_outputs=3)
+        _decay_per_leaf(_value_at(weight_decay, k), mask, params),
+        num_outputs=3)
     base_state = (optax.ScaleByRmsState(nu=nu) if normalized
                   else state.base_state)
     return updates, ScheduleFreeState(
@@ -453,14 +461,15 @@ def _schedule_free_elementwise(
       name, optax.GradientTransformation(init_fn, update_fn), mask=mask)
 
 
+@_checks.reference_names(**_checks.REFERENCE_NAMES["schedule_free_sgd"])
 def schedule_free_sgd(
-    learning_rate: ScalarOrSchedule = 1.0,
+    learning_rate: optax.ScalarOrSchedule = 1.0,
     *,
     b1: float = 0.9,
     warmup_steps: int = 0,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: MaskOrFn = None,
     state_dtype: Any = None,
     rounding: str = "nearest",
@@ -496,7 +505,8 @@ def schedule_free_sgd(
     r: power of the step count in the averaging weight.
     weight_lr_power: power of the maximal learning rate in the averaging
       weight (0 weighs every step alike).
-    weight_decay: L2 penalty coefficient, applied at :math:`y`.
+    weight_decay: L2 penalty coefficient, applied at :math:`y`; a number or
+      a schedule of the update count.
     mask: a pytree of bools like the params (or a prefix of it), or a callable
       returning one, selecting the leaves that get weight decay.
     state_dtype: dtype of :math:`z`; ``None`` keeps each param's dtype.
@@ -529,6 +539,7 @@ def schedule_free_sgd(
     [3. 3.]
   """
   _validate(
+      "schedule_free_sgd",
       learning_rate=learning_rate,
       b1=b1,
       warmup_steps=warmup_steps,
@@ -545,8 +556,9 @@ def schedule_free_sgd(
       rounding=rounding, seed=seed)
 
 
+@_checks.reference_names(**_checks.REFERENCE_NAMES["schedule_free_adamw"])
 def schedule_free_adamw(
-    learning_rate: ScalarOrSchedule = 0.0025,
+    learning_rate: optax.ScalarOrSchedule = 0.0025,
     *,
     b1: float = 0.9,
     b2: float = 0.999,
@@ -554,7 +566,7 @@ def schedule_free_adamw(
     warmup_steps: int = 0,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     weight_decay_at: Literal["y", "x"] = "y",
     bias_correction: Literal["denominator", "step_size"] = "denominator",
     mask: MaskOrFn = None,
@@ -621,7 +633,7 @@ def schedule_free_adamw(
     weight_lr_power: power of the maximal learning rate in the averaging
       weight.
     weight_decay: decoupled weight decay coefficient, applied at
-      ``weight_decay_at``.
+      ``weight_decay_at``; a number or a schedule of the update count.
     weight_decay_at: ``"y"`` (schedulefree) or ``"x"`` (AlgoPerf).
     bias_correction: ``"denominator"`` (schedulefree) or ``"step_size"``
       (AlgoPerf).
@@ -661,6 +673,7 @@ def schedule_free_adamw(
     [3. 3.]
   """
   _validate(
+      "schedule_free_adamw",
       learning_rate=learning_rate,
       b1=b1,
       b2=b2,
@@ -687,15 +700,16 @@ def schedule_free_adamw(
       state_dtype=state_dtype, rounding=rounding, seed=seed)
 
 
+@_checks.reference_names(**_checks.REFERENCE_NAMES["schedule_free_radam"])
 def schedule_free_radam(
-    learning_rate: ScalarOrSchedule = 0.0025,
+    learning_rate: optax.ScalarOrSchedule = 0.0025,
     *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
     r: float = 0.0,
     weight_lr_power: float = 2.0,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     silent_sgd_phase: bool = True,
     mask: MaskOrFn = None,
     state_dtype: Any = None,
@@ -731,7 +745,8 @@ def schedule_free_radam(
     r: power of the step count in the averaging weight.
     weight_lr_power: power of the maximal learning rate in the averaging
       weight.
-    weight_decay: decoupled weight decay coefficient, applied at :math:`y`.
+    weight_decay: decoupled weight decay coefficient, applied at :math:`y`;
+      a number or a schedule of the update count.
     silent_sgd_phase: whether to skip the SGD steps while
       :math:`\rho_t \le 4` (the first 4 steps for :math:`\beta_2 = 0.999`).
     mask: a pytree of bools like the params (or a prefix of it), or a callable
@@ -770,6 +785,7 @@ def schedule_free_radam(
     [3. 3.]
   """
   _validate(
+      "schedule_free_radam",
       learning_rate=learning_rate,
       b1=b1,
       b2=b2,
@@ -792,9 +808,10 @@ def schedule_free_radam(
       state_dtype=state_dtype, rounding=rounding, seed=seed)
 
 
+@_checks.reference_names(**_checks.REFERENCE_NAMES["schedule_free"])
 def schedule_free(
     base_optimizer: optax.GradientTransformation,
-    learning_rate: ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     *,
     b1: float = 0.9,
     weight_lr_power: float = 2.0,
@@ -866,6 +883,7 @@ def schedule_free(
     [3. 3.]
   """
   _validate(
+      "schedule_free",
       learning_rate=learning_rate,
       b1=b1,
       r=r,
@@ -888,7 +906,7 @@ def schedule_free(
     _check_trees("schedule_free", grads, state, params)
     k = state.count
     lr, b1_, c, scalars = _averaging_step(
-        state, _learning_rate_at(learning_rate, k), b1, r, weight_lr_power
+        state, _value_at(learning_rate, k), b1, r, weight_lr_power
     )
     decay = None
     if _is_static_zero(weight_decay_at_y):

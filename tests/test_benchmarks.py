@@ -13,6 +13,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -310,6 +311,37 @@ def test_the_low_precision_guide_shows_the_committed_results(low_precision):
   lines = [line for line in tables.splitlines() if line]
   assert len(lines) > 40
   assert [line for line in lines if line not in guide] == []
+
+
+def test_low_precision_tables_say_which_seed_diverged(low_precision, tmp_path):
+  """The issue: the guide's MNIST-1D table had a cell reading
+  "nan (nanx, 0.75)". A diverged seed is named; the cell gives the rest."""
+  def entry(losses, bytes_over=1.0):
+    return {"final_test_loss_per_seed": losses,
+            "final_test_loss_mean": float(np.mean(losses)),
+            "param_bytes": 1, "state_bytes": 1}
+
+  base = [1.0, 2.0, 4.0]
+  by_config = {config: entry(base) for config in low_precision.CONFIGS}
+  by_config["bf16_sr"] = entry([1.5, float("nan"), 2.0])
+  report = {"seeds": [3, 5, 8], "optimizers": {"opt": by_config}}
+  low_precision.add_ratios(report)
+  (tmp_path / "low_precision-toy.json").write_text(
+      json.dumps({"tasks": {"toy": report}}))
+  table = low_precision.markdown(tmp_path, ["toy"])
+  row, = [line for line in table.splitlines() if line.startswith("| opt |")]
+  assert "nan" not in row.lower().replace("(nan)", "")
+  # Seeds 3 and 8: ratios 1.5 and 0.5, mean 1.0, standard error 0.5.
+  assert ("| seed 5 diverged (NaN); the other 2: 1.75 (1.000x ±0.500, 1.00) |"
+          in row)
+
+
+def test_the_committed_low_precision_tables_have_no_nan_cell(low_precision):
+  tables = low_precision.markdown(low_precision.RESULTS,
+                                  ["charlm", "mnist1d", "regression"])
+  for line in tables.splitlines():
+    assert "nanx" not in line and "| nan" not in line, line
+  assert ("seed 7 diverged (NaN); the other 9: " in tables)
 
 
 # benchmarks/compiled_step.py: the TPU v5e program of each step. Reading its

@@ -7,6 +7,7 @@ under ``jit``).
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -272,3 +273,183 @@ def test_mask_may_be_a_prefix_or_a_callable():
   _checks.check_mask("opt", lambda p: jax.tree.map(lambda _: True, p), params)
   with pytest.raises(ValueError, match=r"not covered by the mask: \['b'\]\['x'\]"):
     _checks.check_mask("opt", {"w": True, "b": {"y": True}}, params)
+
+
+# check_number -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0.9, 0, np.float32(0.5), jnp.asarray(2.0),
+                                   jnp.asarray(3, jnp.int32), -1.5])
+def test_number_accepts_real_scalars(value):
+  _checks.check_number("b1", value)
+
+
+@pytest.mark.parametrize("value", [True, "0.9", None, np.zeros(2),
+                                   float("nan"), math.inf, 1j])
+def test_number_rejects_what_is_no_real_finite_scalar(value):
+  with pytest.raises(ValueError, match="b1"):
+    _checks.check_number("b1", value)
+
+
+SCHEDULES = [optax.linear_schedule(0.9, 0.99, 100),
+             lambda count: 0.9,
+             optax.constant_schedule(0.1)]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_number_given_a_schedule_shows_the_inject_hyperparams_route(schedule):
+  with pytest.raises(ValueError) as info:
+    _checks.check_number("b1", schedule, schedulable_via="optfree.lion")
+  message = str(info.value)
+  assert message.startswith("b1 must be a number, got a schedule")
+  assert repr(schedule) in message
+  assert "tx = optax.inject_hyperparams(optfree.lion)(..., b1=schedule)" in (
+      message)
+
+
+def test_number_names_the_factory_given_as_a_function():
+  import optfree  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError) as info:
+    _checks.check_number("weight_decay", optax.constant_schedule(0.1),
+                         schedulable_via=optfree.schedule_free_adamw)
+  assert ("optax.inject_hyperparams(optfree.schedule_free_adamw)(..., "
+          "weight_decay=schedule)") in str(info.value)
+
+
+def test_the_route_in_the_message_runs_and_follows_the_schedule():
+  # What the message tells the user to write: optax.inject_hyperparams over
+  # a factory whose b1 takes a number (here optax.adam) evaluates the
+  # schedule at each count.
+  b1 = optax.linear_schedule(0.5, 0.9, 4)
+  with pytest.raises(ValueError) as info:
+    _checks.check_number("b1", b1, schedulable_via=optax.adam)
+  assert "optax.inject_hyperparams(optax.adam)(..., b1=schedule)" in str(
+      info.value)
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.1, b1=b1)
+  params = jnp.zeros(2)
+  state = tx.init(params)
+  seen = []
+  for _ in range(3):
+    _, state = tx.update(jnp.ones(2), state, params)
+    seen.append(float(state.hyperparams["b1"]))
+  np.testing.assert_allclose(seen, [b1(0), b1(1), b1(2)], rtol=1e-6)
+
+
+def test_number_for_a_schedule_argument_says_how_to_combine_schedules():
+  with pytest.raises(ValueError) as info:
+    _checks.check_number("init_value", optax.constant_schedule(0.1))
+  message = str(info.value)
+  assert message.startswith("init_value must be a number, got a schedule")
+  assert "lambda count: schedule_a(count) * schedule_b(count)" in message
+  assert "optfree.sequential_schedule" in message
+
+
+def test_number_lets_tracers_through_under_jit():
+  @jax.jit
+  def construct(value):
+    _checks.check_number("b1", value, schedulable_via="optfree.lion")
+    return value + 1
+
+  assert float(construct(0.5)) == 1.5
+
+
+# check_transformation ---------------------------------------------------------
+
+
+def test_transformation_accepts_optimizers():
+  _checks.check_transformation("wrap", "inner", optax.adam(1e-3))
+  _checks.check_transformation(
+      "wrap", "inner", optax.chain(optax.clip(1.0), optax.sgd(0.1)))
+
+
+def test_transformation_given_a_factory_says_to_call_it():
+  with pytest.raises(TypeError) as info:
+    _checks.check_transformation("stochastic_rounding", "inner", optax.adam)
+  message = str(info.value)
+  assert message.startswith("stochastic_rounding: inner must be an optax "
+                            "GradientTransformation")
+  assert "got the function optax.adam" in message
+  assert "stochastic_rounding(optax.adam(learning_rate=1e-3))" in message
+
+
+@pytest.mark.parametrize("value", [None, 0.1, "adam"])
+def test_transformation_names_what_it_got(value):
+  with pytest.raises(TypeError, match=f"got {re.escape(repr(value))}"):
+    _checks.check_transformation("wrap", "inner", value)
+
+
+# reference_names --------------------------------------------------------------
+
+
+def _toy_sgd(learning_rate: float = 1.0, *, b1: float = 0.9,
+             weight_decay: float = 0.0) -> tuple:
+  """A toy optimizer factory.
+
+  Example:
+    >>> _toy_sgd(0.5)
+    (0.5, 0.9, 0.0)
+  """
+  return learning_rate, b1, weight_decay
+
+
+TOY = _checks.reference_names(momentum="b1", lr="learning_rate",
+                              foreach=None)(_toy_sgd)
+
+
+def test_reference_name_gets_the_optfree_name():
+  with pytest.raises(TypeError) as info:
+    TOY(0.1, momentum=0.9)
+  assert str(info.value) == (
+      "_toy_sgd got momentum=0.9: optfree calls it b1 (see the porting "
+      "table, docs/guides/porting.md)")
+
+
+def test_every_reference_name_of_a_call_is_named_and_unknown_ones_say_so():
+  with pytest.raises(TypeError) as info:
+    TOY(lr=0.1, momentum=0.5, foreach=True)
+  message = str(info.value)
+  assert "lr=0.1: optfree calls it learning_rate" in message
+  assert "momentum=0.5: optfree calls it b1" in message
+  assert "foreach=True: optfree has no counterpart" in message
+
+
+def test_reference_names_change_nothing_else():
+  assert TOY(0.5, b1=0.8) == (0.5, 0.8, 0.0)
+  # Python's own error for a name the table does not know.
+  with pytest.raises(TypeError, match="unexpected keyword argument 'nesterov'"):
+    TOY(nesterov=True)
+  # A TypeError from inside the function is not rewritten.
+  @_checks.reference_names(momentum="b1")
+  def failing(b1=0.9):
+    raise TypeError(f"inside, b1={b1}")
+  with pytest.raises(TypeError, match="^inside, b1=0.9$"):
+    failing()
+
+
+def test_reference_names_keep_signature_docstring_and_doctest(monkeypatch):
+  import doctest  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  assert inspect.signature(TOY) == inspect.signature(_toy_sgd)
+  assert TOY.__doc__ == _toy_sgd.__doc__
+  assert (TOY.__name__, TOY.__module__) == ("_toy_sgd", __name__)
+  # The doctest finder (pytest --doctest-modules) still finds the example of
+  # a decorated function in its module, as it finds an optimizer's.
+  module = types.ModuleType("toy_optimizers")
+  monkeypatch.setitem(sys.modules, module.__name__, module)
+  exec(  # pylint: disable=exec-used
+      "from optfree import _checks\n"
+      "@_checks.reference_names(momentum='b1')\n"
+      "def toy(b1=0.9):\n"
+      "  \"\"\"Example:\n\n  >>> toy()\n  0.9\n  \"\"\"\n"
+      "  return b1\n", module.__dict__)
+  found = [test for test in doctest.DocTestFinder().find(module)
+           if test.examples]
+  assert [test.name for test in found] == ["toy_optimizers.toy"]
+  assert doctest.DocTestRunner().run(found[0]).failed == 0
+
+
+def test_reference_names_refuse_a_name_the_function_has():
+  with pytest.raises(ValueError, match=r"\['b1'\] are parameters of _toy_sgd"):
+    _checks.reference_names(b1="b1")(_toy_sgd)

@@ -149,3 +149,62 @@ def test_cli_main_without_a_command_prints_help_to_stdout(capsys):
   captured = capsys.readouterr()
   assert captured.out.startswith("usage: python -m optfree")
   assert captured.err == ""
+
+
+def _png_size(path):
+  """(width, height) in pixels, from the PNG's IHDR chunk."""
+  header = path.read_bytes()[:24]
+  assert header[:8] == b"\x89PNG\r\n\x1a\n"
+  return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24],
+                                                              "big")
+
+
+def test_schedules_cli_draws_the_schedule_named_and_prints_its_path(tmp_path):
+  """The issue's `python -m optfree.schedules onecycle`: it drew the whole
+  gallery into onecycle.png and printed `wrote onecycle`."""
+  result = run_module("optfree.schedules", "onecycle", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  written = tmp_path / "onecycle.png"
+  assert [p.name for p in tmp_path.iterdir()] == ["onecycle.png"]
+  assert result.stdout == f"wrote {written.resolve()}\n"
+  # One panel (5 x 3.2 inches at 72 dpi), not the gallery's 6 x 3.
+  assert _png_size(written) == (360, 230)
+
+
+def test_schedules_cli_takes_several_names_and_an_output_path(tmp_path):
+  result = run_module("optfree.schedules", "onecycle_schedule", "cyclic",
+                      "-o", "figs/two", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  written = tmp_path / "figs" / "two.png"
+  assert result.stdout == f"wrote {written.resolve()}\n"
+  assert _png_size(written) == (720, 230)
+  result = run_module("optfree.schedules", "cyclic", "wsd", cwd=tmp_path)
+  assert result.stdout == (
+      f"wrote {(tmp_path / 'cyclic-warmup_stable_decay.png').resolve()}\n")
+
+
+def test_schedules_cli_names_every_schedule_and_draws_them_all(tmp_path):
+  from optfree import schedules  # pylint: disable=g-import-not-at-top
+  result = run_module("optfree.schedules", "--list", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  listed = result.stdout.split()
+  assert {f"{name}_schedule" if name not in ("per_epoch",) else name
+          for name in listed} == set(schedules.__all__) - {"plot"}
+  result = run_module("optfree.schedules", cwd=tmp_path)
+  assert result.stdout == f"wrote {(tmp_path / 'schedules.png').resolve()}\n"
+  # Three columns, one row per three schedules.
+  assert _png_size(tmp_path / "schedules.png") == (
+      1080, round(72 * 3.2 * -(-len(listed) // 3)))
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["onecyle"], "unknown schedule 'onecyle'; choose from: step, "),
+    (["onecycle", "-o", "a.png", "b.png"], "one output path, got 'b.png', "
+     "'a.png'"),
+])
+def test_schedules_cli_refuses_unknown_names_and_two_paths(args, expected,
+                                                          tmp_path):
+  result = run_module("optfree.schedules", *args, cwd=tmp_path)
+  assert result.returncode == 2
+  assert expected in result.stderr
+  assert list(tmp_path.iterdir()) == []

@@ -372,6 +372,75 @@ def test_recompute_rejects_bad_input():
         variables={"params": variables["params"]}, train=True)
 
 
+def test_nnx_recompute_given_input_label_pairs_says_to_pass_inputs():
+  """The issue's walk: recompute_batch_stats(model, train_batches) with
+  (x, y) batches failed with "'tuple' object has no attribute 'ndim'"."""
+  (inputs, labels), _ = _classification_data()
+  model = _NnxBatchNormNet(nnx.Rngs(0))
+  before = nnx.state(model, nnx.BatchStat)
+  pairs = list(_train_batches(inputs, labels, 2))
+  with pytest.raises(TypeError) as info:
+    optfree.flax.recompute_batch_stats(model, pairs)
+  message = str(info.value)
+  assert message.startswith(
+      f"recompute_batch_stats: the model failed on a batch that is a tuple "
+      f"of 2: ({BATCH}, {DIM}) float32, ({BATCH},) int32 (")
+  assert "recompute_batch_stats(model, (x for x, _ in batches))" in message
+  assert "forward=lambda model, batch: model(batch[0])" in message
+  # The statistics are as they were, and both routes the message gives work.
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(model, nnx.BatchStat),
+               before)
+  optfree.flax.recompute_batch_stats(model, (x for x, _ in pairs))
+  expected = nnx.state(model, nnx.BatchStat)
+  again = _NnxBatchNormNet(nnx.Rngs(0))
+  optfree.flax.recompute_batch_stats(
+      again, pairs, forward=lambda model, batch: model(batch[0]))
+  jax.tree.map(np.testing.assert_allclose, nnx.state(again, nnx.BatchStat),
+               expected)
+
+
+def test_nnx_recompute_given_dict_batches_names_their_keys():
+  (inputs, labels), _ = _classification_data()
+  batches = [{"image": inputs[:BATCH], "label": labels[:BATCH]}]
+  with pytest.raises(TypeError) as info:
+    optfree.flax.recompute_batch_stats(_NnxBatchNormNet(nnx.Rngs(0)), batches)
+  message = str(info.value)
+  assert "a dict with keys 'image', 'label'" in message
+  assert "(batch['image'] for batch in batches)" in message
+
+
+@pytest.mark.filterwarnings("ignore:shape requires ndarray:DeprecationWarning")
+def test_linen_recompute_given_input_label_pairs_says_to_pass_inputs():
+  module = _LinenBatchNormNet()
+  (inputs, labels), _ = _classification_data()
+  variables = module.init(jax.random.key(0), inputs[:BATCH], train=False)
+  pairs = list(_train_batches(inputs, labels, 2))
+  with pytest.raises(TypeError) as info:
+    optfree.flax.recompute_batch_stats(module.apply, pairs,
+                                       variables=variables, train=True)
+  message = str(info.value)
+  assert "a batch that is a tuple of 2" in message
+  assert ("recompute_batch_stats(model, (x for x, _ in batches), "
+          "variables=..., **apply_kwargs)") in message
+  assert "forward=" not in message  # NNX only
+  stats = optfree.flax.recompute_batch_stats(
+      module.apply, (x for x, _ in pairs), variables=variables, train=True)
+  assert jax.tree.structure(stats) == jax.tree.structure(
+      variables["batch_stats"])
+
+
+def test_nnx_recompute_leaves_errors_of_a_given_forward_alone():
+  (inputs, labels), _ = _classification_data()
+  pairs = list(_train_batches(inputs, labels, 1))
+
+  def forward(model, batch):
+    raise KeyError("mine")
+
+  with pytest.raises(KeyError, match="mine"):
+    optfree.flax.recompute_batch_stats(_NnxBatchNormNet(nnx.Rngs(0)), pairs,
+                                       forward=forward)
+
+
 class _LinenEvalByDefaultNet(nn.Module):
   """BatchNorm in evaluation mode unless train=True; one always frozen."""
   frozen_second: bool = False

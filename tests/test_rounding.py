@@ -880,6 +880,34 @@ def test_wrapper_needs_params_and_rejects_other_narrow_floats(narrow):
     optfree.stochastic_rounding(optax.sgd(0.1), seed=-3)
 
 
+
+@pytest.mark.parametrize("factory", [optax.adam, optax.sgd,
+                                     optfree.schedule_free_adamw])
+def test_wrapper_given_an_optimizer_factory_says_to_call_it(factory):
+  """The issue's stochastic_rounding(optax.adam): it failed at init with
+  "'function' object has no attribute 'init'"."""
+  package = factory.__module__.split(".")[0]
+  name = f"{package}.{factory.__name__}"
+  with pytest.raises(TypeError) as info:
+    optfree.stochastic_rounding(factory)
+  message = str(info.value)
+  assert message.startswith("stochastic_rounding: inner must be an optax "
+                            "GradientTransformation")
+  assert f"got the function {name}" in message
+  assert f"stochastic_rounding({name}(learning_rate=1e-3))" in message
+  # What the message says to write works.
+  tx = optfree.stochastic_rounding(factory(learning_rate=1e-3))
+  params = jnp.ones(4, BF16)
+  updates, _ = tx.update(jnp.ones(4, BF16), tx.init(params), params)
+  assert updates.dtype == jnp.float32
+
+
+def test_wrapper_given_something_else_names_it():
+  with pytest.raises(TypeError, match=r"inner must be an optax "
+                     r"GradientTransformation .*, got 'adam'\.$"):
+    optfree.stochastic_rounding("adam")
+
+
 # ------------------------------------------------------------- eval_params
 
 

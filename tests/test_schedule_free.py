@@ -630,3 +630,50 @@ def test_guide_optax_table_is_the_measured_one():
   assert f"{measured['zero_warmup']['optax_max_move']:.1e}" in guide
   sums = measured["bfloat16_weight_sum_after_600_steps"]
   assert f"| {sums['optax']:.0f} (stops) | {sums['optfree']:.0f} |" in guide
+
+
+# --- Schedules where numbers go ---
+
+SCHEDULE_FREE_FACTORIES = {
+    "schedule_free_sgd": (optfree.schedule_free_sgd, 0.2),
+    "schedule_free_adamw": (optfree.schedule_free_adamw, 0.05),
+    "schedule_free_radam": (optfree.schedule_free_radam, 0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_FREE_FACTORIES))
+def test_weight_decay_schedule_is_native_and_equals_injecting_it(name, x64):
+  factory, learning_rate = SCHEDULE_FREE_FACTORIES[name]
+  decay = optax.linear_schedule(0.0, 0.2, 40)
+  native = factory(learning_rate, weight_decay=decay)
+  injected = optax.inject_hyperparams(factory)(
+      learning_rate=learning_rate, weight_decay=decay)
+  ours, _, _ = _train(native, jnp.float64, steps=60)
+  theirs, _, _ = _train(injected, jnp.float64, steps=60)
+  # The same math; XLA may round a product differently in the two programs.
+  np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+  constant, _, _ = _train(factory(learning_rate), jnp.float64, steps=60)
+  assert np.abs(ours - constant).max() > 1e-4  # the decay acted
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_FREE_FACTORIES))
+@pytest.mark.parametrize("argument", ["b1", "r", "weight_lr_power"])
+def test_a_schedule_where_a_number_goes_fails_at_construction(name, argument):
+  factory, learning_rate = SCHEDULE_FREE_FACTORIES[name]
+  schedule = optax.linear_schedule(0.5, 0.9, 100)
+  with pytest.raises(ValueError, match=(
+      rf"(?s){argument} must be a number, got a schedule.*"
+      rf"inject_hyperparams\(optfree\.{name}\)")):
+    factory(learning_rate, **{argument: schedule})
+
+
+@pytest.mark.parametrize("name, reference, ours", [
+    ("schedule_free_sgd", "momentum", "b1"),
+    ("schedule_free_adamw", "betas", "b1 and b2"),
+    ("schedule_free_radam", "lr", "learning_rate"),
+])
+def test_reference_argument_names_get_optfree_s(name, reference, ours):
+  factory, _ = SCHEDULE_FREE_FACTORIES[name]
+  with pytest.raises(TypeError, match=f"{name} got {reference}=.*optfree "
+                     f"calls it {ours}"):
+    factory(**{reference: 0.9})

@@ -19,6 +19,7 @@
   bad input, and the plot helper.
 """
 
+import inspect
 import json
 import math
 import pathlib
@@ -680,6 +681,110 @@ def test_bad_input_raises_naming_argument_and_value(constructor, kwargs, name,
     assert repr(value) in message
 
 
+# One valid call of every constructor; each number in it is replaced by a
+# schedule in turn.
+VALID_CALLS = {
+    S.step_schedule: dict(init_value=0.1, step_size=3, gamma=0.5),
+    S.multistep_schedule: dict(init_value=0.1, milestones=[2, 5], gamma=0.5),
+    S.exponential_schedule: dict(init_value=0.1, gamma=0.9),
+    S.constant_factor_schedule: dict(init_value=0.1, factor=0.5, total_steps=3),
+    S.linear_factor_schedule: dict(init_value=0.1, start_factor=0.5,
+                                   end_factor=1.0, total_steps=3),
+    S.polynomial_decay_schedule: dict(init_value=0.1, total_steps=5, power=2.0),
+    S.cosine_annealing_schedule: dict(init_value=0.1, t_max=10, eta_min=0.0),
+    S.cosine_warm_restarts_schedule: dict(init_value=0.1, t_0=5, t_mult=2,
+                                          eta_min=0.0),
+    S.cyclic_schedule: dict(base_lr=0.01, max_lr=0.1, step_size_up=5,
+                            step_size_down=3, mode="exp_range", gamma=0.99),
+    S.cyclic_momentum_schedule: dict(base_momentum=0.8, max_momentum=0.9,
+                                     step_size_up=5, step_size_down=3,
+                                     mode="exp_range", gamma=0.99),
+    S.onecycle_schedule: dict(max_lr=0.1, total_steps=100, pct_start=0.3,
+                              div_factor=25.0, final_div_factor=1e4),
+    S.onecycle_momentum_schedule: dict(total_steps=100, pct_start=0.3,
+                                       base_momentum=0.85, max_momentum=0.95),
+    S.trapezoidal_schedule: dict(base_lr=0.01, max_lr=0.1, step_size=5,
+                                 anneal_start=10),
+    S.warmup_stable_decay_schedule: dict(peak_value=0.1, total_steps=100,
+                                         warmup_steps=10, decay_steps=20,
+                                         init_value=0.0, end_value=0.0),
+    S.per_epoch: dict(schedule=optax.constant_schedule(0.1),
+                      steps_per_epoch=10),
+    S.sequential_schedule: dict(schedules=[optax.constant_schedule(0.1)] * 2,
+                                milestones=[5]),
+}
+NUMBER_ARGUMENTS = [
+    (constructor, name, index)
+    for constructor, kwargs in VALID_CALLS.items()
+    for name, value in kwargs.items()
+    for index in (range(len(value)) if name == "milestones" else [None])
+    if name == "milestones" or (isinstance(value, (int, float))
+                                and not isinstance(value, bool))
+]
+
+
+def test_every_number_argument_of_every_schedule_is_covered():
+  names = {constructor.__name__ for constructor, _, _ in NUMBER_ARGUMENTS}
+  assert names == set(S.__all__) - {"plot"}
+  for constructor, kwargs in VALID_CALLS.items():
+    constructor(**kwargs)  # valid as written
+    numbers = {name for name, parameter in inspect.signature(
+        constructor).parameters.items()
+               if parameter.annotation in ("float", "int", "int | None",
+                                           "Sequence[int]")}
+    assert numbers <= set(kwargs), (constructor.__name__, numbers)
+
+
+@pytest.mark.parametrize(
+    "constructor,name,index", NUMBER_ARGUMENTS,
+    ids=[f"{c.__name__}-{n}" + ("" if i is None else f"[{i}]")
+         for c, n, i in NUMBER_ARGUMENTS])
+def test_a_schedule_where_a_number_goes_fails_at_construction(
+    constructor, name, index):
+  """The issue's onecycle_schedule(<schedule>, total_steps=100) and
+  cosine_annealing_schedule(<schedule>, t_max=10), for every argument."""
+  inner = optax.cosine_onecycle_schedule(100, 0.1)
+  kwargs = dict(VALID_CALLS[constructor])
+  if index is None:
+    kwargs[name] = inner
+    shown = name
+  else:
+    kwargs[name] = [inner if i == index else m
+                    for i, m in enumerate(kwargs[name])]
+    shown = f"{name}[{index}]"
+  with pytest.raises(ValueError) as info:
+    constructor(**kwargs)
+  message = str(info.value)
+  assert message.startswith(f"{shown} must be a number, got a schedule")
+  assert "lambda count: schedule_a(count) * schedule_b(count)" in message
+
+
+def test_the_issue_s_two_calls_say_how_to_combine_schedules():
+  decay = optax.exponential_decay(0.1, 10, 0.5)
+  with pytest.raises(ValueError, match="^max_lr must be a number, got a "
+                     "schedule"):
+    S.onecycle_schedule(decay, total_steps=100)
+  with pytest.raises(ValueError, match="^init_value must be a number, got a "
+                     "schedule"):
+    S.cosine_annealing_schedule(decay, t_max=10)
+  # What the message suggests instead works: the product of two schedules.
+  product = lambda count: decay(count) * S.cosine_annealing_schedule(  # noqa: E731
+      1.0, t_max=10)(count)
+  np.testing.assert_allclose(product(jnp.arange(3)), [
+      decay(c) * S.cosine_annealing_schedule(1.0, 10)(c) for c in range(3)],
+      rtol=1e-6)
+
+
+def test_cyclic_gamma_is_read_only_in_exp_range_but_never_a_schedule():
+  # torch ignores gamma outside 'exp_range'; a schedule there is still a
+  # mistake.
+  S.cyclic_schedule(0.01, 0.1, 5, mode="triangular", gamma=-3.0)
+  with pytest.raises(ValueError, match="^gamma must be a number, got a "
+                     "schedule"):
+    S.cyclic_schedule(0.01, 0.1, 5, mode="triangular",
+                      gamma=optax.constant_schedule(0.9))
+
+
 @pytest.mark.parametrize(
     "constructor,kwargs",
     [
@@ -875,3 +980,46 @@ def test_plot_without_matplotlib_says_how_to_install_it(monkeypatch):
   monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
   with pytest.raises(ImportError, match="pip install matplotlib"):
     S.plot(S.step_schedule(0.1, 3), 10)
+
+
+def _plotted(ax):
+  return [(line.get_label(), np.asarray(line.get_ydata()))
+          for line in ax.get_lines()]
+
+
+def test_plot_draws_optax_schedules_next_to_optfree_ones():
+  """The issue's call: plot({"x": optax.cosine_onecycle_schedule(1000, 0.1)},
+  1000) raised "le got incompatible shapes"."""
+  matplotlib = pytest.importorskip("matplotlib")
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  theirs = optax.cosine_onecycle_schedule(1000, 0.1)
+  ours = S.onecycle_schedule(0.1, total_steps=1000)
+  ax = S.plot({"x": theirs}, 1000)
+  (label, values), = _plotted(ax)
+  assert label == "x"
+  # Eager and vmapped float32 differ in the last bits.
+  np.testing.assert_allclose(values, [theirs(c) for c in range(0, 1000)],
+                             rtol=1e-4)
+  ax = S.plot({"optax": theirs, "optfree": ours,
+               "warmup-cosine": optax.warmup_cosine_decay_schedule(
+                   0.0, 0.1, 100, 1000)}, [0, 299, 300, 999])
+  curves = dict(_plotted(ax))
+  np.testing.assert_allclose(curves["optfree"], ours(jnp.array([0, 299, 300,
+                                                                999])))
+  # optax peaks one update after torch (and optfree).
+  assert curves["optax"][1] < curves["optfree"][1] == pytest.approx(0.1)
+  assert curves["optax"][2] == pytest.approx(0.1)
+  plt.close("all")
+
+
+def test_plot_draws_python_functions_of_the_count():
+  matplotlib = pytest.importorskip("matplotlib")
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  branching = lambda count: 0.1 if count < 5 else 0.01  # noqa: E731
+  ax = S.plot([branching, lambda count: 0.5], 8)
+  (_, steps), (_, constant) = _plotted(ax)
+  np.testing.assert_allclose(steps, [0.1] * 5 + [0.01] * 3)
+  np.testing.assert_allclose(constant, [0.5] * 8)
+  plt.close("all")

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 Schedules = Union[
     Callable[[Any], Any], Sequence[Callable[[Any], Any]], Mapping[str, Callable]
 ]
+
+
+def _evaluate(schedule: Callable[[Any], Any], counts: np.ndarray) -> np.ndarray:
+  """The schedule's value at each count, as one float array.
+
+  A schedule is a function of one scalar count. optfree's accept an array of
+  counts too, but optax's ``join_schedules`` (behind
+  ``cosine_onecycle_schedule``, ``warmup_cosine_decay_schedule``, ...) does
+  not, so the schedule is mapped over the counts with ``jax.vmap``; one that
+  branches in Python on the count (not traceable) is called count by count.
+  """
+  try:
+    values = jax.vmap(schedule)(jnp.asarray(counts))
+  except TypeError:  # jax.errors.ConcretizationTypeError and its kind
+    values = [schedule(int(count)) for count in counts]
+  return np.asarray(values, dtype=float).reshape(counts.shape)
 
 
 def plot(
@@ -23,8 +40,9 @@ def plot(
   """Draws one or more schedules over a range of update counts.
 
   Args:
-    schedules: a schedule, a sequence of schedules, or a mapping from a label
-      to a schedule (the labels go into a legend).
+    schedules: a schedule (optfree's, optax's or any function of the update
+      count), a sequence of schedules, or a mapping from a label to a
+      schedule (the labels go into a legend).
     steps: the counts to evaluate: an int ``n`` means ``0, ..., n - 1``, or
       an explicit sequence of counts.
     ax: the matplotlib ``Axes`` to draw on; ``None`` draws on a new figure.
@@ -47,6 +65,16 @@ def plot(
     ...     steps=100)
     >>> [line.get_label() for line in ax.get_lines()]
     ['onecycle', 'cosine']
+
+    optax's schedules are drawn the same way, e.g. against optfree's:
+
+    >>> import optax
+    >>> ax = schedules.plot(
+    ...     {'optax': optax.cosine_onecycle_schedule(100, 0.1),
+    ...      'optfree': schedules.onecycle_schedule(0.1, total_steps=100)},
+    ...     steps=100)
+    >>> [round(float(line.get_ydata().max()), 3) for line in ax.get_lines()]
+    [0.1, 0.1]
   """
   try:
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -68,8 +96,7 @@ def plot(
   if ax is None:
     _, ax = plt.subplots()
   for label, schedule in labelled:
-    values = np.asarray(schedule(jnp.asarray(counts)))
-    ax.plot(counts, values, label=label, **plot_kwargs)
+    ax.plot(counts, _evaluate(schedule, counts), label=label, **plot_kwargs)
   if any(label is not None for label, _ in labelled):
     ax.legend()
   ax.set_xlabel("update count")

@@ -15,7 +15,7 @@ forms; the two agree to a few float64 ulps per step (the tests hold them to
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,19 @@ from optfree._checks import check_choice
 from optfree._checks import check_int
 from optfree._checks import check_interval
 from optfree._checks import check_non_negative
+from optfree._checks import check_number
 from optfree._checks import check_positive
+from optfree._checks import REFERENCE_NAMES
+from optfree._checks import reference_names
 
 Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
+_Constructor = TypeVar("_Constructor", bound=Callable[..., Schedule])
+
+
+def _torch_names(constructor: _Constructor) -> _Constructor:
+  """torch's keyword names (``T_max``, ``total_iters``) get a TypeError that
+  gives optfree's (``t_max``, ``total_steps``); see the porting table."""
+  return reference_names(**REFERENCE_NAMES[constructor.__name__])(constructor)
 
 
 def _float_dtype() -> jnp.dtype:
@@ -98,12 +108,25 @@ def _fraction_left(count: jax.Array, total: int) -> jax.Array:
   return (_as_float(total) - _as_float(done)) / _as_float(total)
 
 
+def _check_numbers(**values) -> None:
+  """Raises ValueError, naming the argument, for any that is not a number.
+
+  A schedule passed where a number goes (``onecycle_schedule(schedule,
+  total_steps=100)``) would otherwise be accepted here and fail with an
+  unrelated error when the schedule is first evaluated; the message says how
+  to combine schedules instead.
+  """
+  for name, value in values.items():
+    check_number(name, value)
+
+
 def _check_count(name: str, value, minimum: float = -math.inf):
   """Validates an integer hyperparameter; returns it as a Python int.
 
   numpy integers become Python ints, which the overflow-safe helpers above
   compare with the count's dtype; a tracer is returned as it is.
   """
+  check_number(name, value)
   check_int(name, value, minimum)
   return value if isinstance(value, jax.core.Tracer) else int(value)
 
@@ -117,6 +140,7 @@ def _check_milestones(name: str, milestones: Sequence[int]) -> tuple:
     raise ValueError(f"{error} (in {name}={milestones!r})") from None
 
 
+@_torch_names
 def step_schedule(
     init_value: float, step_size: int, gamma: float = 0.1
 ) -> Schedule:
@@ -142,6 +166,7 @@ def step_schedule(
     >>> [float(schedule(t)) for t in range(6)]
     [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
   """
+  _check_numbers(init_value=init_value, gamma=gamma)
   check_non_negative("init_value", init_value)
   step_size = _check_count("step_size", step_size, 1)
   check_non_negative("gamma", gamma)
@@ -153,6 +178,7 @@ def step_schedule(
   return schedule
 
 
+@_torch_names
 def multistep_schedule(
     init_value: float, milestones: Sequence[int], gamma: float = 0.1
 ) -> Schedule:
@@ -180,6 +206,7 @@ def multistep_schedule(
     >>> [round(float(schedule(t)), 4) for t in range(5)]
     [1.0, 1.0, 0.1, 0.01, 0.01]
   """
+  _check_numbers(init_value=init_value, gamma=gamma)
   check_non_negative("init_value", init_value)
   milestones = _check_milestones("milestones", tuple(milestones))
   check_non_negative("gamma", gamma)
@@ -197,6 +224,7 @@ def multistep_schedule(
   return schedule
 
 
+@_torch_names
 def exponential_schedule(init_value: float, gamma: float) -> Schedule:
   r"""Decays by ``gamma`` every update (torch ``ExponentialLR``).
 
@@ -219,6 +247,7 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
     >>> [float(schedule(t)) for t in range(4)]
     [1.0, 0.5, 0.25, 0.125]
   """
+  _check_numbers(init_value=init_value, gamma=gamma)
   check_non_negative("init_value", init_value)
   check_non_negative("gamma", gamma)
 
@@ -228,6 +257,7 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
   return schedule
 
 
+@_torch_names
 def constant_factor_schedule(
     init_value: float, factor: float = 1.0 / 3, total_steps: int = 5
 ) -> Schedule:
@@ -256,6 +286,7 @@ def constant_factor_schedule(
     >>> [float(schedule(t)) for t in range(4)]
     [0.5, 0.5, 1.0, 1.0]
   """
+  _check_numbers(init_value=init_value, factor=factor)
   check_non_negative("init_value", init_value)
   check_interval("factor", factor, 0.0, 1.0)
   total_steps = _check_count("total_steps", total_steps, -math.inf)
@@ -270,6 +301,7 @@ def constant_factor_schedule(
   return schedule
 
 
+@_torch_names
 def linear_factor_schedule(
     init_value: float,
     start_factor: float = 1.0 / 3,
@@ -306,6 +338,8 @@ def linear_factor_schedule(
     >>> [float(schedule(t)) for t in range(5)]
     [0.25, 0.5, 0.75, 1.0, 1.0]
   """
+  _check_numbers(init_value=init_value, start_factor=start_factor,
+                 end_factor=end_factor)
   check_non_negative("init_value", init_value)
   check_interval("start_factor", start_factor, 0.0, 1.0, low_closed=False)
   check_interval("end_factor", end_factor, 0.0, 1.0)
@@ -322,6 +356,7 @@ def linear_factor_schedule(
   return schedule
 
 
+@_torch_names
 def polynomial_decay_schedule(
     init_value: float, total_steps: int = 5, power: float = 1.0
 ) -> Schedule:
@@ -353,6 +388,7 @@ def polynomial_decay_schedule(
     >>> [float(schedule(t)) for t in range(6)]
     [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
   """
+  _check_numbers(init_value=init_value, power=power)
   check_non_negative("init_value", init_value)
   total_steps = _check_count("total_steps", total_steps, -math.inf)
   check_non_negative("power", power)
@@ -367,6 +403,7 @@ def polynomial_decay_schedule(
   return schedule
 
 
+@_torch_names
 def cosine_annealing_schedule(
     init_value: float, t_max: int, eta_min: float = 0.0
 ) -> Schedule:
@@ -399,6 +436,7 @@ def cosine_annealing_schedule(
     >>> [round(float(schedule(t)), 4) for t in range(6)]
     [1.0, 0.5, 0.0, 0.5, 1.0, 0.5]
   """
+  _check_numbers(init_value=init_value, eta_min=eta_min)
   check_non_negative("init_value", init_value)
   t_max = _check_count("t_max", t_max, 1)
   check_non_negative("eta_min", eta_min)
@@ -417,6 +455,7 @@ def cosine_annealing_schedule(
   return schedule
 
 
+@_torch_names
 def cosine_warm_restarts_schedule(
     init_value: float, t_0: int, t_mult: int = 1, eta_min: float = 0.0
 ) -> Schedule:
@@ -455,6 +494,7 @@ def cosine_warm_restarts_schedule(
     >>> [round(float(schedule(t)), 4) for t in range(8)]
     [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0, 0.9619]
   """
+  _check_numbers(init_value=init_value, eta_min=eta_min)
   check_non_negative("init_value", init_value)
   t_0 = _check_count("t_0", t_0, 1)
   t_mult = _check_count("t_mult", t_mult, 1)
@@ -501,7 +541,10 @@ def _cyclic_height(
     step_size_down = step_size_up
   step_size_down = _check_count("step_size_down", step_size_down, 0)
   check_choice("mode", mode, _CYCLIC_MODES)
-  # torch reads gamma in 'exp_range' mode only.
+  # torch reads gamma in 'exp_range' mode only; a schedule is a mistake in
+  # every mode.
+  if mode == "exp_range" or callable(gamma):
+    _check_numbers(gamma=gamma)
   if mode == "exp_range":
     check_non_negative("gamma", gamma)
   cycle_length = step_size_up + step_size_down
@@ -528,6 +571,7 @@ def _cyclic_height(
   return height
 
 
+@_torch_names
 def cyclic_schedule(
     base_lr: float,
     max_lr: float,
@@ -570,6 +614,7 @@ def cyclic_schedule(
     >>> [float(schedule(t)) for t in range(9)]
     [0.0, 0.5, 1.0, 0.5, 0.0, 0.25, 0.5, 0.25, 0.0]
   """
+  _check_numbers(base_lr=base_lr, max_lr=max_lr)
   check_non_negative("base_lr", base_lr)
   check_non_negative("max_lr", max_lr)
   height = _cyclic_height(step_size_up, step_size_down, mode, gamma)
@@ -616,6 +661,7 @@ def cyclic_momentum_schedule(
     >>> [round(float(schedule(t)), 4) for t in range(5)]
     [0.9, 0.85, 0.8, 0.85, 0.9]
   """
+  _check_numbers(base_momentum=base_momentum, max_momentum=max_momentum)
   check_interval("base_momentum", base_momentum, 0.0, 1.0)
   check_interval("max_momentum", max_momentum, 0.0, 1.0)
   height = _cyclic_height(step_size_up, step_size_down, mode, gamma)
@@ -644,6 +690,7 @@ def _onecycle(
   ``pct_start * total_steps < 1`` the first) is skipped, as in torch.
   """
   total_steps = _check_count("total_steps", total_steps, 1)
+  _check_numbers(pct_start=pct_start)
   check_interval("pct_start", pct_start, 0.0, 1.0)
   check_choice("anneal_strategy", anneal_strategy, _ANNEAL_STRATEGIES)
   warmup_end = float(pct_start * total_steps) - 1
@@ -693,6 +740,7 @@ def _onecycle(
   return schedule
 
 
+@_torch_names
 def onecycle_schedule(
     max_lr: float,
     total_steps: int,
@@ -762,6 +810,8 @@ def onecycle_schedule(
     0.095 0.855
     0.0812 0.8688
   """
+  _check_numbers(max_lr=max_lr, div_factor=div_factor,
+                 final_div_factor=final_div_factor)
   check_non_negative("max_lr", max_lr)
   check_positive("div_factor", div_factor)
   check_positive("final_div_factor", final_div_factor)
@@ -818,6 +868,7 @@ def onecycle_momentum_schedule(
     >>> [round(float(schedule(t)), 4) for t in range(5)]
     [0.95, 0.9, 0.85, 0.9, 0.95]
   """
+  _check_numbers(base_momentum=base_momentum, max_momentum=max_momentum)
   check_interval("base_momentum", base_momentum, 0.0, 1.0)
   check_interval("max_momentum", max_momentum, 0.0, 1.0)
   levels: tuple[float, ...]
@@ -860,6 +911,7 @@ def trapezoidal_schedule(
     >>> [float(schedule(t)) for t in range(7)]
     [0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0]
   """
+  _check_numbers(base_lr=base_lr, max_lr=max_lr)
   check_non_negative("base_lr", base_lr)
   check_non_negative("max_lr", max_lr)
   step_size = _check_count("step_size", step_size, 1)
@@ -934,6 +986,8 @@ def warmup_stable_decay_schedule(
     >>> [round(float(schedule(t)), 4) for t in range(10)]
     [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.2929, 0.134, 0.0, 0.0]
   """
+  _check_numbers(peak_value=peak_value, init_value=init_value,
+                 end_value=end_value)
   check_non_negative("peak_value", peak_value)
   total_steps = _check_count("total_steps", total_steps, 1)
   warmup_steps = _check_count("warmup_steps", warmup_steps, 0)
@@ -1006,6 +1060,7 @@ def per_epoch(schedule: Schedule, steps_per_epoch: int) -> Schedule:
   return lambda count: schedule(_floor_div(jnp.asarray(count), steps_per_epoch))
 
 
+@_torch_names
 def sequential_schedule(
     schedules: Sequence[Schedule], milestones: Sequence[int]
 ) -> Schedule:
