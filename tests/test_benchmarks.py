@@ -466,3 +466,130 @@ def test_committed_torch_anchor_matches_the_quality_run(torch_anchor, name):
   report = json.loads((_RESULTS / f"quality-{name}.json").read_text())
   quality.check_anchor_protocol(report, anchor)
   assert not anchor["config"]["quick"]
+
+
+# benchmarks/compiled_step.py: the TPU v5e program of each step. Reading its
+# JSON and HLO needs no libtpu; compiling does (skipped without it).
+
+
+@pytest.fixture(scope="module")
+def compiled_step():
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                      "benchmarks", "compiled_step.py")
+  spec = importlib.util.spec_from_file_location("compiled_step", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+# A donated step as XLA:TPU lays it out (shapes and opcodes as as_text()
+# prints them, names shortened): x (2 MiB of float32) is staged into VMEM
+# (S(1)) by an asynchronous copy, y in two slices; one kernel reads both
+# staged buffers and a scalar in HBM, writes y's update to HBM and x's to
+# VMEM, which a copy then writes back to HBM.
+_TPU_HLO = """HloModule jit_step, is_scheduled=true
+
+%fused_computation (param_0: f32[512,1024], param_1: f32[512,1024], param_2: f32[]) -> (f32[512,1024], f32[512,1024]) {
+  %param_0 = f32[512,1024]{1,0:T(8,128)} parameter(0)
+  ROOT %t = (f32[512,1024]{1,0:T(8,128)}, f32[512,1024]{1,0:T(8,128)}) tuple(%param_0, %param_0)
+}
+
+ENTRY %main.1_spmd (x: f32[512,1024], y: f32[512,1024], s: f32[]) -> (f32[512,1024], f32[512,1024]) {
+  %s = f32[]{:T(128)} parameter(2), sharding={replicated}
+  %y = f32[512,1024]{1,0:T(8,128)} parameter(1), sharding={devices=[4,1]<=[4]}
+  %x = f32[512,1024]{1,0:T(8,128)} parameter(0), sharding={devices=[4,1]<=[4]}
+  %copy-start = (f32[512,1024]{1,0:T(8,128)S(1)}, f32[512,1024]{1,0:T(8,128)}, u32[]{:S(2)}) copy-start(%x)
+  %slice-start = ((f32[512,1024]{1,0:T(8,128)}), f32[256,1024]{1,0:T(8,128)S(1)}, s32[]{:S(2)}) slice-start(%y), slice={[0:256], [0:1024]}
+  %slice-start.1 = ((f32[512,1024]{1,0:T(8,128)}), f32[256,1024]{1,0:T(8,128)S(1)}, s32[]{:S(2)}) slice-start(%y), slice={[256:512], [0:1024]}
+  %copy-done = f32[512,1024]{1,0:T(8,128)S(1)} copy-done(%copy-start)
+  %slice-done = f32[256,1024]{1,0:T(8,128)S(1)} slice-done(%slice-start)
+  %slice-done.1 = f32[256,1024]{1,0:T(8,128)S(1)} slice-done(%slice-start.1)
+  %custom-call = f32[512,1024]{1,0:T(8,128)S(1)} custom-call(%slice-done, %slice-done.1), custom_call_target="ConcatBitcast"
+  %fusion = (f32[512,1024]{1,0:T(8,128)S(1)}, f32[512,1024]{1,0:T(8,128)}) fusion(%copy-done, %custom-call, %s, %copy-done), kind=kLoop, calls=%fused_computation
+  %get-tuple-element = f32[512,1024]{1,0:T(8,128)S(1)} get-tuple-element(%fusion), index=0
+  %get-tuple-element.1 = f32[512,1024]{1,0:T(8,128)} get-tuple-element(%fusion), index=1
+  %copy-start.1 = (f32[512,1024]{1,0:T(8,128)}, f32[512,1024]{1,0:T(8,128)S(1)}, u32[]{:S(2)}) copy-start(%get-tuple-element)
+  %copy-done.1 = f32[512,1024]{1,0:T(8,128)} copy-done(%copy-start.1)
+  %all-reduce = f32[]{:T(128)} all-reduce(%s), channel_id=1, replica_groups=[1,4]<=[4], use_global_device_ids=true, to_apply=%add
+  ROOT %tuple = (f32[512,1024]{1,0:T(8,128)}, f32[512,1024]{1,0:T(8,128)}) tuple(%copy-done.1, %get-tuple-element.1)
+}
+"""
+
+
+def test_compiled_step_reads_hbm_traffic_from_the_hlo(compiled_step):
+  buffer = 512 * 1024 * 4
+  instructions = compiled_step.parse_entry(_TPU_HLO)
+  assert [i.opcode for i in instructions][:4] == [
+      "parameter", "parameter", "parameter", "copy-start"]
+  read, written = compiled_step.traffic(instructions)
+  # x and y once each (the staging copies), the scalar 4 bytes (its read
+  # by the all-reduce too); y's update by the kernel, x's by the copy back.
+  assert (read, written) == (2 * buffer + 8, 2 * buffer + 4)
+  kernels = compiled_step.kernels(instructions, {(512, 1024)})
+  # The fusion reads x and y (x twice as an operand: one buffer) and writes
+  # both; the all-reduce is no param-sized kernel.
+  assert kernels == (1, 2, 2)
+  assert compiled_step.collectives(_TPU_HLO) == [
+      dict(op="all-reduce", shape=["f32[]"], bytes=4)]
+
+
+def test_compiled_step_says_it_needs_libtpu(compiled_step, monkeypatch,
+                                            capsys):
+  monkeypatch.setattr(compiled_step, "has_libtpu", lambda: False)
+  assert compiled_step.main(["--quick"]) == 2
+  assert "needs libtpu" in capsys.readouterr().err
+
+
+def test_compiled_step_shards_the_largest_axis(compiled_step):
+  spec = compiled_step.leaf_spec
+  assert spec((1024, 1536), 4) == jax.sharding.PartitionSpec(None, "fsdp")
+  assert spec((2048, 1024), 4) == jax.sharding.PartitionSpec("fsdp", None)
+  assert spec((), 4) == jax.sharding.PartitionSpec()
+  assert spec((6,), 4) == jax.sharding.PartitionSpec()  # 6 does not split
+  assert spec((2048, 1024), 1) == jax.sharding.PartitionSpec()
+
+
+def test_compiled_step_quick_run(compiled_step, tmp_path):
+  pytest.importorskip(
+      "libtpu", reason="compiling for TPU needs libtpu, which the default "
+      "dev venv does not install (docs/guides/performance.md)")
+  assert compiled_step.main(["--quick", "--out", str(tmp_path),
+                             "--no-progress"]) == 0
+  with open(tmp_path / "compiled_step-tpu-v5e-quick.json") as f:
+    result = json.load(f)
+  assert result["meta"]["libtpu"] and result["meta"]["hbm_gbps"] == 819
+  records = result["records"]
+  assert {(r["optimizer"], r["dtype"], r["rounding"]) for r in records} == {
+      (name, dtype, rounding) for name in compiled_step.QUICK
+      for dtype, rounding in compiled_step.CASES}
+  params = result["meta"]["params"]
+  for r in records:
+    assert r["topology"] == "2x2 FSDP" and r["chips"] == 4
+    assert r["floor_us"] == pytest.approx(r["floor_bytes"] / 819e3)
+    if r["optimizer"] == "optax.adamw" and r["dtype"] == "float32":
+      # Per chip: read params, grads, mu, nu; write params, mu, nu; in
+      # float32, plus the count.
+      assert r["floor_bytes"] == pytest.approx(7 * 4 * params / 4, abs=64)
+
+
+def test_performance_guide_tpu_table_is_the_committed_results(compiled_step):
+  # Every line --markdown prints from the committed JSON is in the guide,
+  # and the JSON covers every optimizer of the tests' table.
+  with open(compiled_step.results_path(compiled_step.RESULTS_DIR,
+                                       quick=False)) as f:
+    records = json.load(f)["records"]
+  expected = {(name, topology, dtype, rounding)
+              for name in [o.name for o in compiled_step.optfree_optimizers()]
+              + [o.name for o in compiled_step.OPTAX]
+              for topology in compiled_step.TOPOLOGIES
+              for dtype, rounding in compiled_step.CASES}
+  found = {(r["optimizer"], r["topology"], r["dtype"], r["rounding"])
+           for r in records}
+  assert not expected - found, (
+      "rerun python benchmarks/compiled_step.py in the TPU venv for: "
+      f"{sorted(expected - found)}")
+  with open(PERFORMANCE_GUIDE) as f:
+    guide = f.read()
+  lines = compiled_step.markdown(records).splitlines()
+  assert [line for line in lines if line not in guide] == []
