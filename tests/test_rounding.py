@@ -408,8 +408,8 @@ def test_every_optimizer_lands_exactly_and_keeps_dtypes(entry, dtype):
 
   @jax.jit
   def step(params, state, batch):
-    updates, state = tx.update(jax.grad(problem.loss)(params, batch), state,
-                               params)
+    value, grads = jax.value_and_grad(problem.loss)(params, batch)
+    updates, state = tx.update(grads, state, params, value=value)
     return updates, optax.apply_updates(params, updates), state
 
   for batch in problem.batches():
@@ -434,8 +434,9 @@ def _bf16(tree):
 
 
 def _step(tx, params, state, batch):
-  grads = jax.grad(problem.loss)(params, batch)
-  updates, state = tx.update(grads, state, params)
+  # The loss too (tests/optimizer_table.py: ScheduleFree+ needs it).
+  value, grads = jax.value_and_grad(problem.loss)(params, batch)
+  updates, state = tx.update(grads, state, params, value=value)
   return optax.apply_updates(params, updates), state
 
 
@@ -613,8 +614,9 @@ def test_pmap_replicas_round_identically(entry):
   tx = entry.make(rounding="stochastic", seed=2)
 
   def step(params, state, batch):
-    grads = jax.lax.pmean(jax.grad(problem.loss)(params, batch), "devices")
-    updates, state = tx.update(grads, state, params)
+    value, grads = jax.lax.pmean(
+        jax.value_and_grad(problem.loss)(params, batch), "devices")
+    updates, state = tx.update(grads, state, params, value=value)
     return optax.apply_updates(params, updates), state
 
   step = jax.pmap(step, axis_name="devices")
@@ -713,12 +715,13 @@ def test_accumulated_updates_land_exactly(entry):
   tx = optax.MultiSteps(entry.make(rounding="stochastic"), every_k_schedule=2)
   params = _bf16(problem.init_params())
   state = tx.init(params)
-  step = jax.jit(lambda params, state, grads: tx.update(grads, state, params))
+  step = jax.jit(lambda params, state, grads, value: tx.update(
+      grads, state, params, value=value))
   moved = False
   # 15 micro-steps, 7 updates: past SF-RAdam's first steps, which do not move.
   for batch in problem.batches() * 3:
-    updates, state = step(params, state,
-                          jax.grad(problem.loss)(params, batch))
+    value, grads = jax.value_and_grad(problem.loss)(params, batch)
+    updates, state = step(params, state, grads, value)
     new_params = optax.apply_updates(params, updates)
     for new, old, update in zip(*map(jax.tree.leaves,
                                      (new_params, params, updates))):
@@ -748,28 +751,30 @@ def test_apply_if_finite_takes_float32_gradients(entry):
   make = functools.partial(entry.make, rounding="stochastic")
   params = _bf16(problem.init_params())
   batches = problem.batches()
-  grads = jax.grad(problem.loss)(params, batches[0])
+  value, grads = jax.value_and_grad(problem.loss)(params, batches[0])
   guarded = optax.apply_if_finite(make(), 3)
   with pytest.raises(TypeError):
-    guarded.update(grads, guarded.init(params), params)
+    guarded.update(grads, guarded.init(params), params, value=value)
 
   widen = lambda tree: jax.tree.map(  # noqa: E731
       lambda g: g.astype(jnp.float32), tree)
   bare, bare_state = params, make().init(params)
   wrapped, wrapped_state = params, guarded.init(params)
   for batch in batches:
-    grads = jax.grad(problem.loss)(bare, batch)
-    bare, bare_state = _step_with(make(), bare, bare_state, grads)
-    grads = widen(jax.grad(problem.loss)(wrapped, batch))
-    wrapped, wrapped_state = _step_with(guarded, wrapped, wrapped_state, grads)
+    value, grads = jax.value_and_grad(problem.loss)(bare, batch)
+    bare, bare_state = _step_with(make(), bare, bare_state, grads, value)
+    value, grads = jax.value_and_grad(problem.loss)(wrapped, batch)
+    grads = widen(grads)
+    wrapped, wrapped_state = _step_with(guarded, wrapped, wrapped_state, grads,
+                                        value)
   _assert_identical(wrapped, bare)
   nan = jax.tree.map(lambda g: jnp.full_like(g, jnp.nan), grads)
-  skipped, _ = _step_with(guarded, wrapped, wrapped_state, nan)
+  skipped, _ = _step_with(guarded, wrapped, wrapped_state, nan, value)
   _assert_identical(skipped, wrapped)
 
 
-def _step_with(tx, params, state, grads):
-  updates, state = jax.jit(tx.update)(grads, state, params)
+def _step_with(tx, params, state, grads, value):
+  updates, state = jax.jit(tx.update)(grads, state, params, value=value)
   return optax.apply_updates(params, updates), state
 
 
