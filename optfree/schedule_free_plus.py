@@ -125,9 +125,10 @@ def _check_value(value: Any) -> jax.Array:
     number = float(value)
     if not math.isfinite(number):
       raise ValueError(
-          f"schedule_free_plus: value must be finite, got {number}. Skip such "
-          "steps with optax.apply_if_finite (under jit the step's updates "
-          "come out non-finite instead).")
+          f"schedule_free_plus: value must be finite, got {number} (under "
+          "jit the step's updates come out non-finite instead; "
+          "optax.apply_if_finite skips a step whose gradients are not "
+          "finite).")
     if number < 0:
       raise ValueError(
           f"schedule_free_plus: value must be >= 0, got {number}. The Polyak "
@@ -170,7 +171,9 @@ def schedule_free_plus(
   loss with a known floor. With a gradient of zero L1 norm the step size is 0
   (the reference divides by zero). ``value`` is checked (finite, >= 0) where
   it is concrete; under ``jit`` a non-finite value makes the updates
-  non-finite (compose with ``optax.apply_if_finite`` to skip such steps).
+  non-finite, visibly. ``optax.apply_if_finite`` skips such a step when the
+  gradients are non-finite too, as ``jax.value_and_grad`` gives them for a
+  non-finite loss (it checks the gradients, not ``value``).
   Under ``pmap``, ``pmean`` both the gradients and ``value``.
 
   Defaults: the reference's, except ``learning_rate=0.3`` (1.0 there) and
