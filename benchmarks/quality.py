@@ -32,7 +32,7 @@ separately for T/4, T/2 and T steps; AdamW's and Prodigy's also for
 ``optfree.eval_params`` when they pass T/4, T/2 and T; ScheduleFree+'s and
 Schedule-Free AdamW's one run goes on to 4T (Schedule-Free AdamW's learning
 rate and warmup are those chosen at T: its 4T run is its T run continued).
-A row's ``final`` is at T for every optimizer.
+Every optimizer's ``final`` is at T.
 The zero-tuning goal (``untuned_goal`` in the JSON): at each stop, the one
 untuned ScheduleFree+ run's mean test loss within 2% of AdamW + cosine tuned
 for that stop, ``(sf_plus - cosine) / cosine <= 0.02``.
@@ -527,8 +527,11 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def _gap_text(gap: float | None) -> str:
+  """A relative gap as a percentage; from 10 (+1000%) on, as a ratio."""
   if gap is None:
     return "not finite"
+  if gap >= 10:
+    return f"{1 + gap:.2g}x the cosine's loss"
   return f"{100 * gap:+.1f}%"
 
 
@@ -679,7 +682,10 @@ def _loss_cell(entry: dict[str, Any] | None, accuracy: bool) -> str:
   mean = entry["test_loss_mean"]
   if not math.isfinite(mean):
     return "diverged"
-  text = f"{mean:.3f} ± {entry['test_loss_std']:.3f}"
+  if mean >= 1e3:  # diverged: the order of magnitude says enough
+    text = f"{mean:.2g}"
+  else:
+    text = f"{mean:.3f} ± {entry['test_loss_std']:.3f}"
   if accuracy:
     text += f" ({100 * entry['test_accuracy_mean']:.1f}%)"
   return text
@@ -690,8 +696,10 @@ def _verdict(row: dict[str, Any]) -> str:
   if gap is None:
     return "no (not finite)"
   if row["within_goal"]:
-    return f"yes ({100 * gap:+.1f}%)"
-  return f"no ({100 * gap:+.1f}%: missed by {100 * (gap - GOAL):.1f} points)"
+    return f"yes ({_gap_text(gap)})"
+  if gap >= 10:
+    return f"no ({_gap_text(gap)})"
+  return f"no ({_gap_text(gap)}: missed by {100 * (gap - GOAL):.1f} points)"
 
 
 def untuned_section(task: str, report: dict[str, Any] | None,
@@ -719,8 +727,9 @@ def untuned_section(task: str, report: dict[str, Any] | None,
       "ScheduleFree+ / cosine", f"within {100 * GOAL:g}%?"]
   lines = [
       title,
-      f"Test loss, mean ± std over seeds {seeds}"
-      + (" (accuracy)" if accuracy else "") + f"; T = {steps}.\n",
+      f"Test loss (mean ± std over seeds {seeds}"
+      + ("; mean accuracy in parentheses" if accuracy else "")
+      + f"), T = {steps} steps.\n",
       "| stop at | " + " | ".join(labels) + " |",
       "|" + " --- |" * (len(labels) + 1)]
   for h in stops(steps, long=True):
@@ -736,7 +745,9 @@ def untuned_section(task: str, report: dict[str, Any] | None,
              "not run yet" if anchor is None else _loss_cell(anchor_entry,
                                                              accuracy)]
     if h in goal:
-      cells += [_number(goal[h]["ratio"]), _verdict(goal[h])]
+      ratio = goal[h]["ratio"]
+      cells += [f"{ratio:.2g}" if ratio is not None and ratio >= 1e3
+                else _number(ratio), _verdict(goal[h])]
     else:
       cells += ["–", "–"]
     lines.append(f"| {_stop_name(h, steps)} | " + " | ".join(cells) + " |")
@@ -751,10 +762,20 @@ def untuned_section(task: str, report: dict[str, Any] | None,
     verdict += (", missed at " + ", ".join(
         _stop_name(h, steps).split(" =")[0] for h in missed)
         + (f"; the largest miss is at {_stop_name(worst, steps).split(' =')[0]}"
-           f", {100 * gap:+.1f}% (the goal's {100 * GOAL:g}% missed by "
-           f"{100 * (gap - GOAL):.1f} points)" if gap is not None else
+           f", {_gap_text(gap)}" + (
+               f" (the goal's {100 * GOAL:g}% missed by "
+               f"{100 * (gap - GOAL):.1f} points)" if gap < 10 else "")
+           if gap is not None else
            "; ScheduleFree+ did not give a finite loss there"))
   lines.append(verdict + ".")
+  beats = anchor_wins(report, anchor)
+  if beats is not None:
+    lines.append(f"\nAgainst the torch anchor, ScheduleFree+'s test loss is "
+                 f"lower at {sum(beats.values())} of {len(beats)} stops"
+                 + (" (" + ", ".join(
+                     _stop_name(h, steps).split(" =")[0]
+                     for h, won in beats.items() if won) + ")"
+                    if any(beats.values()) else "") + ".")
   sources = [f"`{report['optimizers'][UNTUNED].get('command', report['command'])}`"]
   if anchor is not None:
     sources.append(f"`{anchor['command']}`")
@@ -767,14 +788,30 @@ def untuned_section(task: str, report: dict[str, Any] | None,
   return "\n".join(lines)
 
 
+def anchor_wins(report: dict[str, Any],
+                anchor: dict[str, Any] | None) -> dict[int, bool] | None:
+  """Per stop: ScheduleFree+'s mean test loss below the torch anchor's."""
+  if anchor is None or UNTUNED not in report["optimizers"]:
+    return None
+  ours = report["optimizers"][UNTUNED]["at_horizon"]
+  return {int(h): bool(ours[h]["test_loss_mean"]
+                       < anchor["at_horizon"][h]["test_loss_mean"])
+          for h in sorted(ours, key=int) if h in anchor["at_horizon"]}
+
+
 def readme_summary(reports: dict, anchors: dict) -> str:
   """The README's sentence: per task and stop, ScheduleFree+ against cosine."""
   parts = []
   total = met = 0
+  beaten = compared = 0
   for task, report in reports.items():
     if report is None or UNTUNED not in report["optimizers"]:
       parts.append(f"{task}: pending")
       continue
+    wins = anchor_wins(report, anchors.get(task))
+    if wins is not None:
+      beaten += sum(wins.values())
+      compared += len(wins)
     steps = report["config"]["steps"]
     rows = report["untuned_goal"]["rows"]
     total += len(rows)
@@ -792,7 +829,9 @@ def readme_summary(reports: dict, anchors: dict) -> str:
           f"`benchmarks/quality.py`, {LONG}T the longest stop; "
           "[one untuned run](docs/guides/quality.md#one-untuned-run)): "
           + "; ".join(parts) + f". The goal, within {100 * GOAL:g}%, is met at "
-          f"{met} of {total} stops.")
+          f"{met} of {total} stops." + (
+              f" It beats the PyTorch anchor, {ANCHOR_LABEL}, at {beaten} of "
+              f"{compared} stops." if compared else ""))
 
 
 def docs_blocks(results_dir: pathlib.Path) -> dict[str, str]:

@@ -329,14 +329,14 @@ def test_docs_table_is_written_from_the_jsons(run, tmp_path):
   for line, row, goal in zip(lines, report["horizons"],
                              report["untuned_goal"]["rows"]):
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[1].startswith(f"{row['sf_plus']['test_loss_mean']:.3f} ± ")
-    assert cells[2].startswith(
-        f"{row['adamw_cosine']['test_loss_mean']:.3f} ± ")
-    assert f"lr {row['adamw_cosine']['best_lr']:g}" in cells[2]
-    assert cells[3].startswith(f"{row['sf_adamw']['test_loss_mean']:.3f} ± ")
+    cell = lambda name: quality._loss_cell(row[name], accuracy=True)
+    assert cells[1] == cell("sf_plus")
+    assert cells[2] == (cell("adamw_cosine")
+                        + f", lr {row['adamw_cosine']['best_lr']:g}")
+    assert cells[3] == cell("sf_adamw")
     assert cells[4] == "–"  # prodigy_cosine was not run here
-    assert cells[5].startswith("2.500 ± 0.000")  # the anchor
-    assert cells[6] == f"{goal['ratio']:.3f}"
+    assert cells[5] == "2.500 ± 0.000 (50.0%)"  # the anchor
+    assert float(cells[6]) == pytest.approx(goal["ratio"], rel=1e-2)
     assert cells[7].startswith("yes" if goal["within_goal"] else "no")
     if not goal["within_goal"]:
       missed = 100 * (goal["relative_gap"] - 0.02)
@@ -349,6 +349,30 @@ def test_docs_table_is_written_from_the_jsons(run, tmp_path):
   assert "Pending" in blocks["docs"].split("### Character")[1]
   assert f"is met at {met} of 4 stops" in blocks["readme"]
   assert "charlm: pending" in blocks["readme"]
+  # The anchor's test loss is 2.5 at every stop.
+  ours = [row["sf_plus"]["test_loss_mean"] for row in report["horizons"]]
+  wins = sum(loss < 2.5 for loss in ours)
+  assert f"is lower at {wins} of 4 stops" in section
+  assert f"at {wins} of 4 stops." in blocks["readme"].split("PyTorch")[1]
+
+
+@pytest.mark.parametrize("mean,text", [
+    (0.14215, "0.142 ± 0.010 (96.4%)"), (5.4e8, "5.4e+08 (96.4%)"),
+    (math.nan, "diverged")])
+def test_docs_loss_cells(mean, text):
+  entry = {"test_loss_mean": mean, "test_loss_std": 0.01,
+           "test_accuracy_mean": 0.9641}
+  assert quality._loss_cell(entry, accuracy=True) == text
+
+
+@pytest.mark.parametrize("gap,text", [
+    (0.013, "yes (+1.3%)"), (-0.2, "yes (-20.0%)"),
+    (0.05, "no (+5.0%: missed by 3.0 points)"),
+    (316.7, "no (3.2e+02x the cosine's loss)"), (None, "no (not finite)")])
+def test_docs_verdicts_say_by_how_much_the_goal_is_missed(gap, text):
+  row = {"relative_gap": gap,
+         "within_goal": gap is not None and gap <= quality.GOAL}
+  assert quality._verdict(row) == text
 
 
 def test_docs_refuse_an_anchor_of_another_protocol(run, tmp_path):
