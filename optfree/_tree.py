@@ -1,10 +1,49 @@
-"""The one leaf-wise helper every optimizer's update is written with."""
+"""The one leaf-wise helper every optimizer's update is written with.
+
+Also what every optimizer's signature and update share besides: the type of
+a weight-decay mask, the value of a hyperparameter at a step, and the
+widening of narrow floats for computing in float32.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
 
+import chex
 import jax
+import jax.numpy as jnp
+import optax
+
+# A weight-decay mask, as ``optax.adamw`` takes it: a tree of bools with the
+# params' structure (or a prefix of it), or a function of the params that
+# returns one.
+MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
+
+
+def value_at(hyperparam: Any, count: chex.Array) -> Any:
+  """``hyperparam(count)`` for a schedule, else ``hyperparam`` as it is.
+
+  Args:
+    hyperparam: a number, an array, or a function of the step count.
+    count: the number of updates already applied.
+
+  Returns:
+    The value of ``hyperparam`` for the update after ``count`` updates.
+  """
+  return hyperparam(count) if callable(hyperparam) else hyperparam
+
+
+def widen(tree: Any) -> Any:
+  """``tree`` with every leaf in float32 at least.
+
+  bfloat16 and float16 leaves become float32; float32 and float64 leaves are
+  returned as they are, so a float32 computation under x64 stays float32.
+  """
+  def widen_leaf(leaf):
+    leaf = jnp.asarray(leaf)
+    return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
+
+  return jax.tree.map(widen_leaf, tree)
 
 
 class PerLeaf(list):

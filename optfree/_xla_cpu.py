@@ -4,12 +4,18 @@ XLA:CPU emits one loop per output of an elementwise computation and stores a
 subexpression shared by two outputs in a param-sized temporary; XLA:TPU and
 XLA:GPU fuse each leaf's update into one multi-output kernel and need none of
 this (benchmarks/compiled_step.py reads the TPU program). Each rewrite here
-changes no value on CPU and is dispatched on the lowering platform with
-``jax.lax.platform_dependent`` (not ``jax.default_backend()``, which is the
-CPU while compiling for TPU ahead of time): every other platform gets the
-plain math.
+is dispatched on the lowering platform with ``jax.lax.platform_dependent``
+(not ``jax.default_backend()``, which is the CPU while compiling for TPU ahead
+of time): every other platform gets the plain math. Each changes no value on
+CPU, except :func:`lion_interpolation`, whose signs may differ from the plain
+form's where Lion's interpolation is within rounding of 0 (CPU keeps the
+numbers it always had).
 
-Each rewrite keeps the CPU measurement that justified it:
+Each rewrite keeps the CPU measurement that justified it (remeasurements: on
+a shared 2-core machine, the same step with ``lax.platform_dependent`` taking
+its default branch, the plain math, timed in one interleaved run with
+benchmarks/step_time.py's timing loop at 1M and 4M params, 1 and 64 leaves,
+float32 and bfloat16, in three runs):
 
 * :func:`unshared` (Schedule-Free AdamW/RAdam): without it XLA:CPU stores
   the normalized direction in a param-sized temporary, read by the y and z
@@ -18,9 +24,37 @@ Each rewrite keeps the CPU measurement that justified it:
   --leaves 64 --dtypes float32``: SF-AdamW's speed against
   ``optax.contrib.schedule_free_adamw`` went from 1.05x to 1.83x,
   param-sized temporaries from 1 to 0.
+* :func:`with_scalar_operand` (AMSBound's running maximum): XLA:CPU emits an
+  elementwise loop with no scalar operand with a slower emitter. Introduced
+  in e329d0d: AMSBound was 0.75x ``optax.amsgrad`` at 1M float32 params
+  without it (the bare loop 2-3x slower while its buffers sit in cache).
+  Remeasured with jax 0.10.2: the bare loop ``jnp.maximum(a, b)`` alone,
+  jitted and donated, against the same loop with the scalar, 1.26x, 1.56x,
+  1.33x and 1.07x the time at 64K, 256K, 1M and 4M float32 elements
+  (minimum of 30 interleaved repetitions); AMSBound's whole step 1.19x
+  faster with it at 1M params (median of 12; 0.94-1.60x) and 1.04x at 4M
+  (0.88-1.36x), against 1.06x (0.51-1.41x) between two identical programs
+  (the noise).
+* :func:`lion_interpolation` (Lion): without it XLA:CPU copies the old
+  momentum, which both the new momentum and the update read, into a
+  param-sized temporary. Introduced in 7e8fa26, measured with ``python
+  benchmarks/step_time.py --sizes 8M --leaves 64 --dtypes float32``: Lion
+  went from 1.03x to 3.0x ``optax.lion``. Remeasured: the step 1.46x faster
+  with it in float32 (median of 8; 1.27-2.48x) and 1.19x in bfloat16
+  (1.05-1.56x); param-sized temporaries 1 without it, 0 with it, in every
+  case.
+
+Not here, since it is no CPU-only rewrite: AdaBound's L2 term computed in
+float32 (``adabound._add_decayed_weights_widened``, d55dafc). It changes
+bfloat16 and float16 values (the sum is not rounded before the moments), so
+it is the plain math on every platform; on XLA:CPU it also spares a
+param-sized temporary (bfloat16 steps 1.23x faster, median of 12;
+1.02-1.35x).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,3 +83,67 @@ def unshared(dependency: jax.Array, *values: jax.Array) -> tuple:
   return jax.lax.platform_dependent(
       dependency, *values, cpu=_unshared_on_cpu,
       default=lambda _, *plain: tuple(plain))
+
+
+def _with_scalar_operand_on_cpu(value: jax.Array) -> jax.Array:
+  return value * jax.lax.optimization_barrier(jnp.ones((), value.dtype))
+
+
+def with_scalar_operand(value: jax.Array) -> jax.Array:
+  """``value``; on CPU multiplied by an exact 1 that XLA cannot fold away.
+
+  XLA:CPU compiles an elementwise loop with no scalar operand (AMSBound's
+  bare maximum of two buffers) with a slower emitter than a loop with one;
+  multiplying by 1 changes no value and gives the loop its scalar operand.
+  """
+  return jax.lax.platform_dependent(
+      value, cpu=_with_scalar_operand_on_cpu, default=lambda plain: plain)
+
+
+def lion_interpolation(
+    grad: jax.Array,
+    momentum: jax.Array,
+    new_momentum: jax.Array,
+    *,
+    b1: Any,
+    b2: Any,
+) -> jax.Array:
+  r"""Lion's :math:`c = \beta_1 m + (1 - \beta_1) g`, whose sign is the update.
+
+  On CPU, for static :math:`\beta_1 < 1` and :math:`\beta_2 > 0`, it is
+  computed from the new momentum :math:`m' = \beta_2 m + (1 - \beta_2) g` as
+  it was written (rounded to its dtype) instead:
+  :math:`c = g + (\beta_1 / \beta_2)(m' - g)`. Then the old :math:`m` has a
+  single reader, its own in-place update, and a donated step needs no copy
+  of it. The identity is exact up to rounding, so the sign can differ from
+  the plain form's only where :math:`c` is within rounding of 0: with
+  bfloat16 momentum, :math:`m'` is rounded to 8 bits before :math:`c` is
+  formed, which flips about 6e-5 of the signs of random data against exact
+  arithmetic (the plain form computed in float32: 3e-5; lion-pytorch's
+  bfloat16 ops: 3e-4). With :math:`\beta_1 = 1` (:math:`c = m`, exactly 0
+  before the first step) or :math:`\beta_2 = 0` (a division by zero), and for
+  traced or scheduled values, the plain form is used everywhere.
+
+  Args:
+    grad: :math:`g`, in the compute dtype.
+    momentum: the old momentum :math:`m`, in the compute dtype.
+    new_momentum: :math:`m'` as written, in the compute dtype.
+    b1: :math:`\beta_1`, a number or a traced value.
+    b2: :math:`\beta_2`, a number or a traced value.
+
+  Returns:
+    :math:`c`, in the compute dtype.
+  """
+  def plain(grad, momentum, new_momentum):
+    del new_momentum
+    return b1 * momentum + (1 - b1) * grad
+
+  def from_new_momentum(grad, momentum, new_momentum):
+    del momentum
+    return grad + (b1 / b2) * (new_momentum - grad)
+
+  static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
+  if not (static and b1 < 1 and b2 > 0):
+    return plain(grad, momentum, new_momentum)
+  return jax.lax.platform_dependent(
+      grad, momentum, new_momentum, cpu=from_new_momentum, default=plain)

@@ -8,7 +8,7 @@ repository for the decoupled variant); the golden trajectories in
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax
@@ -17,13 +17,13 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import _tree
+from optfree import _xla_cpu
 from optfree import rounding as _rounding
-
-MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 class ScaleByAdaBoundState(NamedTuple):
-  """State of :func:`scale_by_adabound`.
+  r"""State of :func:`scale_by_adabound`.
 
   Attributes:
     count: number of updates already applied (int32, saturating).
@@ -42,7 +42,90 @@ class ScaleByAdaBoundState(NamedTuple):
   nu_max: Optional[optax.Updates]
 
 
-def _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps) -> None:
+class _Bounds(NamedTuple):
+  """AdaBound's scalars for one update (see :func:`_bounds`)."""
+
+  step_size: chex.Array
+  lower: chex.Array
+  upper: chex.Array
+
+
+def _bounds(
+    *,
+    learning_rate: chex.Numeric,
+    base_lr: chex.Numeric,
+    final_lr: chex.Numeric,
+    gamma: chex.Numeric,
+    b1: chex.Numeric,
+    b2: chex.Numeric,
+    t: chex.Numeric,
+) -> _Bounds:
+  r"""The bias-corrected step size and its bounds for the update at step t.
+
+  .. math::
+
+    \eta^\ast_t = \alpha^\ast \alpha_t / \alpha_0
+      \ (\alpha^\ast \text{ if } \alpha_0 = 0), \qquad
+    \eta_l(t) = \eta^\ast_t \left(1 - \tfrac{1}{\gamma t + 1}\right), \qquad
+    \eta_u(t) = \eta^\ast_t \left(1 + \tfrac{1}{\gamma t}\right),
+
+  and the step size :math:`\alpha_t \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`,
+  which :func:`scale_by_adabound` divides by :math:`\sqrt{\hat v_t} +
+  \epsilon` and clips into :math:`[\eta_l(t), \eta_u(t)]`.
+
+  Args:
+    learning_rate: :math:`\alpha_t`, the learning rate of this update.
+    base_lr: :math:`\alpha_0`, the learning rate of the first update.
+    final_lr: :math:`\alpha^\ast`, the rate both bounds converge to.
+    gamma: :math:`\gamma`, the convergence speed of the bounds.
+    b1: :math:`\beta_1`.
+    b2: :math:`\beta_2`.
+    t: the 1-based step, as a float.
+
+  Returns:
+    The step size and the lower and upper bounds, as 0-d arrays.
+  """
+  # Without a base (a learning rate starting at 0) there is nothing to scale
+  # by: the bounds keep final_lr as given (the reference divides by zero).
+  has_base = base_lr > 0
+  final = final_lr * jnp.where(
+      has_base, learning_rate / jnp.where(has_base, base_lr, 1), 1)
+  return _Bounds(
+      step_size=learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t),
+      lower=final * (1 - 1 / (gamma * t + 1)),
+      upper=final * (1 + 1 / (gamma * t)),
+  )
+
+
+def _check_not_a_schedule(optimizer: str, name: str, value: Any) -> None:
+  # Until optfree._checks has the shared helper for this message.
+  if callable(value):
+    raise ValueError(
+        f"{optimizer}: {name} must be a number, got a schedule {value!r}. "
+        f"To change {name} during training, inject it: "
+        f"optax.inject_hyperparams(optfree.{optimizer})({name}=schedule, "
+        "...) evaluates the schedule at every update and passes its value."
+    )
+
+
+def _scale_by_adabound(
+    name: str,
+    learning_rate: optax.ScalarOrSchedule,
+    final_lr: chex.Numeric,
+    *,
+    b1: optax.ScalarOrSchedule,
+    b2: optax.ScalarOrSchedule,
+    gamma: chex.Numeric,
+    eps: chex.Numeric,
+    amsbound: bool,
+    mu_dtype: Optional[jax.typing.DTypeLike],
+    rounding: _rounding.Rounding,
+    seed: int,
+) -> optax.GradientTransformation:
+  """:func:`scale_by_adabound`, validated and named ``name`` in messages."""
+  for argument, value in (("final_lr", final_lr), ("gamma", gamma),
+                          ("eps", eps)):
+    _check_not_a_schedule(name, argument, value)
   _checks.check_non_negative("learning_rate", learning_rate)
   _checks.check_non_negative("final_lr", final_lr)
   _checks.check_interval("b1", b1, 0.0, 1.0, high_closed=False)
@@ -50,19 +133,83 @@ def _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps) -> None:
   # gamma = 0 would divide by zero in the upper bound.
   _checks.check_positive("gamma", gamma)
   _checks.check_non_negative("eps", eps)
+  _checks.check_float_dtype("mu_dtype", mu_dtype)
+  _rounding.check_rounding(rounding, seed)
+  if mu_dtype is not None:
+    mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
+  # Scalars in the highest enabled float precision, as the reference's Python
+  # floats; each leaf narrows them to its own compute dtype.
+  float_dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+
+  def init_fn(params):
+    _rounding.check_dtypes(name, rounding, params, mu_dtype)
+    zeros = lambda dtype=None: jax.tree.map(  # noqa: E731
+        lambda p: jnp.zeros_like(p, dtype=dtype), params)
+    count = jnp.zeros([], jnp.int32)
+    # Under inject_hyperparams, init sees the learning rate injected at count
+    # 0 and update the current one: storing it is what lets the bounds follow
+    # an injected schedule, as torch's base_lrs do under a scheduler.
+    base_lr = jnp.asarray(_tree.value_at(learning_rate, count), float_dtype)
+    return ScaleByAdaBoundState(
+        count=count, base_lr=base_lr, mu=zeros(mu_dtype), nu=zeros(),
+        nu_max=zeros() if amsbound else None)
+
+  def update_fn(updates, state, params=None):
+    _checks.check_trees_match(
+        name, state.mu, gradient=updates, params=params)
+    count = optax.safe_increment(state.count)
+    b1_t = _tree.value_at(b1, state.count)
+    b2_t = _tree.value_at(b2, state.count)
+    scalars = _bounds(
+        learning_rate=jnp.asarray(
+            _tree.value_at(learning_rate, state.count), float_dtype),
+        base_lr=state.base_lr.astype(float_dtype), final_lr=final_lr,
+        gamma=gamma, b1=b1_t, b2=b2_t, t=count.astype(float_dtype))
+    write = _rounding.write(rounding, seed, state.count)
+
+    def leaf_update(index, g, m, v, v_max=None):
+      # Computed in float32 at least (bfloat16 leaves; float32 leaves under
+      # x64 stay float32), each output rounded once. The update reads the new
+      # moments as stored, so each old moment has one reader, its own
+      # in-place update, and a donated step needs no copy of it.
+      dtype = jnp.promote_types(jnp.result_type(g, m, v), jnp.float32)
+      up = lambda x: x.astype(dtype)  # noqa: E731
+      m = write(b1_t * up(m) + (1 - b1_t) * up(g), m.dtype, index,
+                _rounding.MU)
+      v = write(b2_t * up(v) + (1 - b2_t) * up(g) * up(g), v.dtype, index,
+                _rounding.NU)
+      v_hat = v
+      if v_max is not None:
+        # The running maximum of two stored values is one of them: exact.
+        v_hat = v_max = jnp.maximum(
+            up(v_max), _xla_cpu.with_scalar_operand(up(v))).astype(v_max.dtype)
+      rate = jnp.clip(up(scalars.step_size) / (jnp.sqrt(up(v_hat)) + eps),
+                      up(scalars.lower), up(scalars.upper))
+      update = (rate * up(m)).astype(
+          g.dtype if rounding == "nearest" else dtype)
+      return (update, m, v) if v_max is None else (update, m, v, v_max)
+
+    moments = (state.mu, state.nu) + ((state.nu_max,) if amsbound else ())
+    updates, mu, nu, *nu_max = _tree.map_leaves(
+        leaf_update, updates, *moments, num_outputs=1 + len(moments))
+    return updates, ScaleByAdaBoundState(
+        count=count, base_lr=state.base_lr, mu=mu, nu=nu,
+        nu_max=nu_max[0] if amsbound else None)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_adabound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: chex.Numeric = 0.1,
     *,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
+    b1: optax.ScalarOrSchedule = 0.9,
+    b2: optax.ScalarOrSchedule = 0.999,
     gamma: chex.Numeric = 1e-3,
     eps: chex.Numeric = 1e-8,
     amsbound: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Scales updates by AdaBound's bounded, bias-corrected Adam step.
@@ -106,13 +253,20 @@ def scale_by_adabound(
   ``learning_rate=0`` therefore does not freeze the params: the step is lifted
   to the lower bound, which depends on ``final_lr`` alone.
 
+  ``b1`` and ``b2`` may be schedules too (e.g.
+  :func:`optfree.onecycle_momentum_schedule`): each update uses their values
+  at its count in the moments and the bias corrections alike, as
+  ``optax.inject_hyperparams`` does, and torch does under a momentum
+  scheduler.
+
   Args:
     learning_rate: Adam's learning rate :math:`\alpha_t`, a float or an optax
       schedule.
     final_lr: the SGD learning rate :math:`\alpha^\ast` that both bounds
-      converge to.
-    b1: decay rate of the first moment, in [0, 1).
-    b2: decay rate of the second moment, in [0, 1).
+      converge to, a number (a schedule raises ``ValueError``, as for
+      ``gamma`` and ``eps``: inject one with ``optax.inject_hyperparams``).
+    b1: decay rate of the first moment, in [0, 1), or a schedule.
+    b2: decay rate of the second moment, in [0, 1), or a schedule.
     gamma: convergence speed of the bounds, positive.
     eps: added to :math:`\sqrt{\hat v_t}`, non-negative.
     amsbound: use the running maximum of the second moment (AMSBound).
@@ -144,152 +298,46 @@ def scale_by_adabound(
     >>> print([round(x, 3) for x in params.tolist()])
     [0.9, -1.9]
   """
-  _check_adabound_args(learning_rate, final_lr, b1, b2, gamma, eps)
-  _checks.check_float_dtype("mu_dtype", mu_dtype)
-  _rounding.check_rounding(rounding, seed)
-  if mu_dtype is not None:
-    mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
-
-  def current_lr(count, float_dtype):
-    value = learning_rate(count) if callable(learning_rate) else learning_rate
-    return jnp.asarray(value, float_dtype)
-
-  def init_fn(params):
-    _rounding.check_dtypes("scale_by_adabound", rounding, params, mu_dtype)
-    mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params)
-    nu = jax.tree.map(jnp.zeros_like, params)
-    nu_max = jax.tree.map(jnp.zeros_like, params) if amsbound else None
-    count = jnp.zeros([], jnp.int32)
-    # Under inject_hyperparams, init sees the learning rate injected at count
-    # 0 and update the current one: storing it is what lets the bounds follow
-    # an injected schedule, as torch's base_lrs do under a scheduler.
-    base_lr = current_lr(count, jax.dtypes.canonicalize_dtype(jnp.float64))
-    return ScaleByAdaBoundState(
-        count=count, base_lr=base_lr, mu=mu, nu=nu, nu_max=nu_max
-    )
-
-  def update_fn(updates, state, params=None):
-    _checks.check_trees_match(
-        "scale_by_adabound", state.mu, gradient=updates, params=params)
-    count_inc = optax.safe_increment(state.count)
-    # Scalars in the highest enabled float precision, as the reference's Python
-    # floats; each leaf narrows them to its own compute dtype.
-    float_dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-    t = count_inc.astype(float_dtype)
-    lr = current_lr(state.count, float_dtype)
-    base_lr = state.base_lr.astype(float_dtype)
-    # Without a base (a learning rate starting at 0) there is nothing to scale
-    # by: the bounds keep final_lr as given (the reference divides by zero).
-    has_base = base_lr > 0
-    final = final_lr * jnp.where(
-        has_base, lr / jnp.where(has_base, base_lr, 1), 1)
-    step_size = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
-    lower = final * (1 - 1 / (gamma * t + 1))
-    upper = final * (1 + 1 / (gamma * t))
-    # An exact 1 that XLA cannot fold away. XLA:CPU compiles an elementwise
-    # loop with no scalar operand (the bare maximum of AMSBound's nu_max)
-    # with a slower emitter: 2-3x the time of the same loop with one, when
-    # the buffers sit in cache (measured at 1M float32 params). Multiplying
-    # by this 1 changes no value and gives the loop its scalar operand.
-    exact_one = (jax.lax.optimization_barrier(jnp.ones((), float_dtype))
-                 if amsbound else None)
-
-    write = _rounding.write(rounding, seed, state.count)
-
-    def leaf_update(g, m, v, v_max, leaf):
-      # Computed in float32 at least (bfloat16 leaves; float32 leaves under
-      # x64 stay float32), each output rounded once. The update reads the new
-      # moments as stored, so each old moment has one reader, its own
-      # in-place update, and a donated step needs no copy of it.
-      dtype = jnp.promote_types(jnp.result_type(g, m, v), jnp.float32)
-      up = lambda x: x.astype(dtype)  # noqa: E731
-      m_new = write(b1 * up(m) + (1 - b1) * up(g), m.dtype, leaf, _rounding.MU)
-      v_new = write(b2 * up(v) + (1 - b2) * up(g) * up(g), v.dtype, leaf,
-                    _rounding.NU)
-      # The running maximum of two stored values is one of them: exact.
-      v_hat = v_new if v_max is None else jnp.maximum(
-          up(v_max), up(v_new) * up(exact_one)).astype(v_max.dtype)
-      leaf_step_size, leaf_lower, leaf_upper = (
-          up(x) for x in (step_size, lower, upper))
-      step_leaf = jnp.clip(
-          leaf_step_size / (jnp.sqrt(up(v_hat)) + eps), leaf_lower, leaf_upper)
-      return (
-          (step_leaf * up(m_new)).astype(
-              g.dtype if rounding == "nearest" else dtype),
-          m_new,
-          v_new,
-          None if v_max is None else v_hat,
-      )
-
-    leaves = jax.tree.unflatten(
-        jax.tree.structure(updates), range(len(jax.tree.leaves(updates))))
-    if amsbound:
-      out = jax.tree.map(
-          leaf_update, updates, state.mu, state.nu, state.nu_max, leaves
-      )
-    else:
-      out = jax.tree.map(
-          lambda g, m, v, leaf: leaf_update(g, m, v, None, leaf),
-          updates, state.mu, state.nu, leaves,
-      )
-    pick = lambda i: jax.tree.map(  # noqa: E731
-        lambda _, leaf: leaf[i], updates, out
-    )
-    new_state = ScaleByAdaBoundState(
-        count=count_inc, base_lr=state.base_lr, mu=pick(1), nu=pick(2),
-        nu_max=pick(3) if amsbound else None,
-    )
-    return pick(0), new_state
-
   return _public.public_transformation(
-      "scale_by_adabound", optax.GradientTransformation(init_fn, update_fn),
+      "scale_by_adabound",
+      _scale_by_adabound(
+          "scale_by_adabound", learning_rate, final_lr, b1=b1, b2=b2,
+          gamma=gamma, eps=eps, amsbound=amsbound, mu_dtype=mu_dtype,
+          rounding=rounding, seed=seed),
       needs_params=False)
 
 
 def _add_decayed_weights_widened(
-    weight_decay: optax.ScalarOrSchedule, mask: MaskOrFn
+    weight_decay: optax.ScalarOrSchedule, mask: _tree.MaskOrFn
 ) -> optax.GradientTransformation:
-  """``optax.add_decayed_weights`` computed in float32 or wider, unrounded.
+  """``optax.add_decayed_weights`` on float32 copies of narrower leaves.
 
-  With bfloat16 leaves, a rounded ``g + weight_decay * p`` is read by the
-  loops of both moments, and XLA:CPU stores it in a param-sized temporary;
-  kept in float32 it is recomputed inside each loop (scale_by_adabound
-  computes in float32 anyway). The state is optax's.
+  The L2 term reaches the moments unrounded, as every other term of the
+  step: the sum ``g + weight_decay * p`` of bfloat16 leaves is not rounded
+  to bfloat16 (nor stored by XLA:CPU in a param-sized temporary that both
+  moments' loops read). The state is optax's.
   """
   inner = optax.add_decayed_weights(weight_decay, mask)
-  widen = lambda tree: jax.tree.map(  # noqa: E731
-      lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree)
 
   def update_fn(updates, state, params=None):
-    return inner.update(
-        widen(updates), state, None if params is None else widen(params))
+    return inner.update(_tree.widen(updates), state, _tree.widen(params))
 
   return optax.GradientTransformation(inner.init, update_fn)
-
-
-def _params_write(
-    last: optax.GradientTransformation, rounding: str, seed: int
-) -> optax.GradientTransformation:
-  # With stochastic rounding the last stage runs in float32 and rounds the
-  # params' write (its state adds a step count, no buffer).
-  if rounding == "nearest":
-    return last
-  return _rounding.stochastic_rounding(last, seed=seed)
 
 
 def adabound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: chex.Numeric = 0.1,
     *,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
+    b1: optax.ScalarOrSchedule = 0.9,
+    b2: optax.ScalarOrSchedule = 0.999,
     gamma: chex.Numeric = 1e-3,
     eps: chex.Numeric = 1e-8,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     amsbound: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    mask: MaskOrFn = None,
-    rounding: str = "nearest",
+    mask: _tree.MaskOrFn = None,
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""AdaBound: Adam whose per-element step size is clipped into bounds that
@@ -310,9 +358,11 @@ def adabound(
     learning_rate: Adam's learning rate, a float or an optax schedule
       (passed directly or injected); the bounds scale with
       ``learning_rate(t) / learning_rate(0)``.
-    final_lr: the SGD learning rate both bounds converge to.
-    b1: decay rate of the first moment, in [0, 1).
-    b2: decay rate of the second moment, in [0, 1).
+    final_lr: the SGD learning rate both bounds converge to, a number (a
+      schedule raises ``ValueError``, as for ``gamma`` and ``eps``: inject
+      one with ``optax.inject_hyperparams``).
+    b1: decay rate of the first moment, in [0, 1), or a schedule.
+    b2: decay rate of the second moment, in [0, 1), or a schedule.
     gamma: convergence speed of the bounds, positive.
     eps: added to the root of the second moment, non-negative.
     weight_decay: L2 penalty coefficient, non-negative (or a schedule).
@@ -351,23 +401,21 @@ def adabound(
     >>> print([round(x, 2) for x in params.tolist()])
     [3.0, 3.0]
   """
+  name = "amsbound" if amsbound else "adabound"
   _checks.check_non_negative("weight_decay", weight_decay)
-  _rounding.check_rounding(rounding, seed)
   inner = optax.chain(
       _add_decayed_weights_widened(weight_decay, mask),
-      scale_by_adabound(
-          learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
-          amsbound=amsbound, mu_dtype=mu_dtype, rounding=rounding, seed=seed,
-      ),
-      _params_write(optax.scale(-1.0), rounding, seed),
+      _scale_by_adabound(
+          name, learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
+          amsbound=amsbound, mu_dtype=mu_dtype, rounding=rounding, seed=seed),
+      *_rounding.params_write(rounding, seed, optax.scale(-1.0)),
   )
 
   def update_fn(updates, state, params=None):
     # The L2 term would broadcast a mismatched gradient against the params
     # before scale_by_adabound could see it: check the raw inputs first.
     _checks.check_trees_match(
-        "amsbound" if amsbound else "adabound", state[1].mu,
-        gradient=updates, params=params)
+        name, state[1].mu, gradient=updates, params=params)
     steps, state = inner.update(updates, state, params)
     if rounding == "stochastic":
       return steps, state
@@ -375,22 +423,21 @@ def adabound(
     return jax.tree.map(lambda u, g: u.astype(g.dtype), steps, updates), state
 
   return _public.public_transformation(
-      "amsbound" if amsbound else "adabound",
-      optax.GradientTransformation(inner.init, update_fn), mask=mask)
+      name, optax.GradientTransformation(inner.init, update_fn), mask=mask)
 
 
 def amsbound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: chex.Numeric = 0.1,
     *,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
+    b1: optax.ScalarOrSchedule = 0.9,
+    b2: optax.ScalarOrSchedule = 0.999,
     gamma: chex.Numeric = 1e-3,
     eps: chex.Numeric = 1e-8,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    mask: MaskOrFn = None,
-    rounding: str = "nearest",
+    mask: _tree.MaskOrFn = None,
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""AMSBound: :func:`adabound` with the running maximum of the second moment.
@@ -407,9 +454,11 @@ def amsbound(
 
   Args:
     learning_rate: Adam's learning rate, a float or an optax schedule.
-    final_lr: the SGD learning rate both bounds converge to.
-    b1: decay rate of the first moment, in [0, 1).
-    b2: decay rate of the second moment, in [0, 1).
+    final_lr: the SGD learning rate both bounds converge to, a number (a
+      schedule raises ``ValueError``, as for ``gamma`` and ``eps``: inject
+      one with ``optax.inject_hyperparams``).
+    b1: decay rate of the first moment, in [0, 1), or a schedule.
+    b2: decay rate of the second moment, in [0, 1), or a schedule.
     gamma: convergence speed of the bounds, positive.
     eps: added to the root of the second moment, non-negative.
     weight_decay: L2 penalty coefficient, non-negative (or a schedule).
@@ -450,15 +499,15 @@ def adaboundw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: chex.Numeric = 0.1,
     *,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
+    b1: optax.ScalarOrSchedule = 0.9,
+    b2: optax.ScalarOrSchedule = 0.999,
     gamma: chex.Numeric = 1e-3,
     eps: chex.Numeric = 1e-8,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     amsbound: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    mask: MaskOrFn = None,
-    rounding: str = "nearest",
+    mask: _tree.MaskOrFn = None,
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""AdaBoundW: AdaBound with decoupled weight decay.
@@ -479,9 +528,11 @@ def adaboundw(
 
   Args:
     learning_rate: Adam's learning rate, a float or an optax schedule.
-    final_lr: the SGD learning rate both bounds converge to.
-    b1: decay rate of the first moment, in [0, 1).
-    b2: decay rate of the second moment, in [0, 1).
+    final_lr: the SGD learning rate both bounds converge to, a number (a
+      schedule raises ``ValueError``, as for ``gamma`` and ``eps``: inject
+      one with ``optax.inject_hyperparams``).
+    b1: decay rate of the first moment, in [0, 1), or a schedule.
+    b2: decay rate of the second moment, in [0, 1), or a schedule.
     gamma: convergence speed of the bounds, positive.
     eps: added to the root of the second moment, non-negative.
     weight_decay: fraction :math:`\lambda` of the weights removed per step,
@@ -519,19 +570,13 @@ def adaboundw(
     [1.0]
   """
   _checks.check_non_negative("weight_decay", weight_decay)
-  _rounding.check_rounding(rounding, seed)
-  scale = scale_by_adabound(
-      learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma, eps=eps,
-      amsbound=amsbound, mu_dtype=mu_dtype, rounding=rounding, seed=seed,
+  tx = optax.chain(
+      _scale_by_adabound(
+          "adaboundw", learning_rate, final_lr, b1=b1, b2=b2, gamma=gamma,
+          eps=eps, amsbound=amsbound, mu_dtype=mu_dtype, rounding=rounding,
+          seed=seed),
+      *_rounding.params_write(
+          rounding, seed,
+          optax.add_decayed_weights(weight_decay, mask), optax.scale(-1.0)),
   )
-  if rounding == "stochastic":
-    tx = optax.chain(scale, _rounding.stochastic_rounding(optax.chain(
-        optax.add_decayed_weights(weight_decay, mask), optax.scale(-1.0)),
-        seed=seed))
-  else:
-    tx = optax.chain(
-        scale,
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale(-1.0),
-    )
   return _public.public_transformation("adaboundw", tx, mask=mask)

@@ -1,35 +1,35 @@
 """Lion: sign of an interpolated momentum, one buffer per parameter.
 
-Built on ``optax.scale_by_lion`` (same state type, so checkpoints of
-``optax.lion`` and :func:`lion` are interchangeable). What this module adds:
-validation at construction, the reference's default ``weight_decay=0.0``,
-keyword-only hyperparameters, and a state and output whose dtypes never drift
-(the momentum stays in its dtype across updates even when gradients and params
-differ in dtype; updates come out in the gradients' dtype).
+The state is ``optax.scale_by_lion``'s (so checkpoints of ``optax.lion``
+and :func:`lion` are interchangeable). What this module adds: validation at
+construction, the reference's default ``weight_decay=0.0``, keyword-only
+hyperparameters, ``b1`` and ``b2`` schedules, stochastic rounding, and a
+state and output whose dtypes never drift (the momentum stays in its dtype
+across updates even when gradients and params differ in dtype; updates come
+out in the gradients' dtype).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Optional
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import _tree
+from optfree import _xla_cpu
 from optfree import rounding as _rounding
-
-MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 def scale_by_lion(
     *,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.99,
+    b1: optax.ScalarOrSchedule = 0.9,
+    b2: optax.ScalarOrSchedule = 0.99,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Scales updates to the sign of Lion's interpolated momentum.
@@ -40,8 +40,10 @@ def scale_by_lion(
     \qquad m_t = \beta_2 m_{t-1} + (1 - \beta_2) g_t.
 
   Args:
-    b1: interpolation weight of the momentum in the update, in [0, 1].
-    b2: decay rate of the momentum, in [0, 1).
+    b1: interpolation weight of the momentum in the update, in [0, 1], or a
+      schedule (a function of the update count, as
+      :func:`optfree.onecycle_momentum_schedule`).
+    b2: decay rate of the momentum, in [0, 1), or a schedule.
     mu_dtype: dtype of the momentum (e.g. ``jnp.bfloat16`` to halve its
       memory); ``None`` keeps the params' dtype. Either way the momentum keeps
       this dtype across updates.
@@ -72,48 +74,34 @@ def scale_by_lion(
   _checks.check_interval("b2", b2, 0.0, 1.0, high_closed=False)
   _checks.check_float_dtype("mu_dtype", mu_dtype)
   _rounding.check_rounding(rounding, seed)
-  inner = optax.scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype)
-  # c = b1 m + (1 - b1) g equals g + (b1 / b2) (m' - g) with m' the new
-  # momentum. Written on m', the old m has a single reader (its own in-place
-  # update), so a donated step on XLA:CPU needs no copy of m (about 3x faster
-  # there). Only for static b1 < 1, b2 > 0, where the identity is exact up to
-  # rounding and sign(0) is not at stake. The sign can differ from the
-  # reference form only where c is within rounding of 0: with bfloat16
-  # momentum, m' is rounded to 8 bits before c is formed, which flips about
-  # 6e-5 of the signs of random data against exact arithmetic (the reference
-  # form computed in float32: 3e-5; lion-pytorch's bfloat16 ops: 3e-4).
-  static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
-  from_new_momentum = static and b1 < 1 and b2 > 0
 
-  def leaf_update(g, m, write, leaf):
-    # One rounding per output: bfloat16 leaves are computed in float32.
-    dtype = jnp.promote_types(jnp.result_type(g, m), jnp.float32)
-    g_, m_old = g.astype(dtype), m.astype(dtype)
-    m_new = write(b2 * m_old + (1 - b2) * g_, m.dtype, leaf, _rounding.MU)
-    if from_new_momentum:
-      c = g_ + (b1 / b2) * (m_new.astype(dtype) - g_)
-    else:
-      c = b1 * m_old + (1 - b1) * g_
-    return jnp.sign(c).astype(g.dtype), m_new
+  def init_fn(params):
+    _rounding.check_dtypes("scale_by_lion", rounding, params, mu_dtype)
+    return optax.scale_by_lion(mu_dtype=mu_dtype).init(params)
 
   def update_fn(updates, state, params=None):
     # An elementwise update would broadcast a mismatched leaf silently.
     _checks.check_trees_match(
         "scale_by_lion", state.mu, gradient=updates, params=params)
-    leaves, treedef = jax.tree.flatten(updates)
+    b1_t = _tree.value_at(b1, state.count)
+    b2_t = _tree.value_at(b2, state.count)
     write = _rounding.write(rounding, seed, state.count)
-    outputs = [leaf_update(g, m, write, leaf) for leaf, (g, m)
-               in enumerate(zip(leaves, jax.tree.leaves(state.mu)))]
-    signs = treedef.unflatten([sign for sign, _ in outputs])
-    # The momentum keeps its dtype (scan, donation and checkpoints rely on
-    # it), where optax would promote it to the gradients' dtype.
-    mu = treedef.unflatten([momentum for _, momentum in outputs])
+
+    def leaf_update(index, g, m):
+      # One rounding per output: bfloat16 leaves are computed in float32.
+      # The momentum keeps its dtype (scan, donation and checkpoints rely on
+      # it), where optax would promote it to the gradients' dtype.
+      dtype = jnp.promote_types(jnp.result_type(g, m), jnp.float32)
+      g_, m_ = g.astype(dtype), m.astype(dtype)
+      m_new = write(b2_t * m_ + (1 - b2_t) * g_, m.dtype, index, _rounding.MU)
+      # b1 m + (1 - b1) g; on XLA:CPU from the new momentum (no copy of m).
+      c = _xla_cpu.lion_interpolation(
+          g_, m_, m_new.astype(dtype), b1=b1_t, b2=b2_t)
+      return jnp.sign(c).astype(g.dtype), m_new
+
+    signs, mu = _tree.map_leaves(leaf_update, updates, state.mu, num_outputs=2)
     return signs, optax.ScaleByLionState(
         count=optax.safe_increment(state.count), mu=mu)
-
-  def init_fn(params):
-    _rounding.check_dtypes("scale_by_lion", rounding, params, mu_dtype)
-    return inner.init(params)
 
   return _public.public_transformation(
       "scale_by_lion", optax.GradientTransformation(init_fn, update_fn),
@@ -123,12 +111,12 @@ def scale_by_lion(
 def lion(
     learning_rate: optax.ScalarOrSchedule = 1e-4,
     *,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.99,
+    b1: optax.ScalarOrSchedule = 0.9,
+    b2: optax.ScalarOrSchedule = 0.99,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    mask: MaskOrFn = None,
-    rounding: str = "nearest",
+    mask: _tree.MaskOrFn = None,
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""The Lion optimizer (EvoLved Sign Momentum).
@@ -152,8 +140,10 @@ def lion(
 
   Args:
     learning_rate: :math:`\alpha_t`, a float or an optax schedule.
-    b1: interpolation weight of the momentum in the update, in [0, 1].
-    b2: decay rate of the momentum, in [0, 1).
+    b1: interpolation weight of the momentum in the update, in [0, 1], or a
+      schedule (e.g. :func:`optfree.onecycle_momentum_schedule`, cycling
+      against the learning rate).
+    b2: decay rate of the momentum, in [0, 1), or a schedule.
     weight_decay: :math:`\lambda`, non-negative (or a schedule).
     mu_dtype: dtype of the momentum; ``None`` keeps the params' dtype.
     mask: a pytree of bools (or a callable returning one) choosing the leaves
@@ -192,19 +182,14 @@ def lion(
   """
   _checks.check_non_negative("learning_rate", learning_rate)
   _checks.check_non_negative("weight_decay", weight_decay)
-  _rounding.check_rounding(rounding, seed)
-  scale = scale_by_lion(
-      b1=b1, b2=b2, mu_dtype=mu_dtype, rounding=rounding, seed=seed)
-  if rounding == "stochastic":
-    # The sign is exact in any dtype; decay, learning rate and the params'
-    # write then run in float32 and round once, stochastically.
-    tx = optax.chain(scale, _rounding.stochastic_rounding(optax.chain(
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate)), seed=seed))
-  else:
-    tx = optax.chain(
-        scale,
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+  # The sign is exact in any dtype: with stochastic rounding, decay, learning
+  # rate and the params' write run in float32 and round once.
+  tx = optax.chain(
+      scale_by_lion(
+          b1=b1, b2=b2, mu_dtype=mu_dtype, rounding=rounding, seed=seed),
+      *_rounding.params_write(
+          rounding, seed,
+          optax.add_decayed_weights(weight_decay, mask),
+          optax.scale_by_learning_rate(learning_rate)),
+  )
   return _public.public_transformation("lion", tx, mask=mask)

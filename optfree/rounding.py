@@ -43,7 +43,8 @@ Every optfree optimizer takes ``rounding="stochastic"`` and ``seed``;
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import typing
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +53,12 @@ import optax
 
 from optfree import _checks
 from optfree import _public
+from optfree import _tree
 
-ROUNDINGS = ("nearest", "stochastic")
+# How an optimizer writes bfloat16 and float16 buffers: rounded to nearest
+# (the reference's numbers) or stochastically.
+Rounding = Literal["nearest", "stochastic"]
+ROUNDINGS: tuple[str, ...] = typing.get_args(Rounding)
 
 # The buffer written, folded into the bits so that two writes of one leaf in
 # one step (y and z, m and v) get independent noise.
@@ -414,12 +419,6 @@ class StochasticRoundingState(NamedTuple):
   inner_state: optax.OptState
 
 
-def _widen(tree: Any) -> Any:
-  return jax.tree.map(
-      lambda x: x.astype(jnp.float32)
-      if jnp.asarray(x).dtype in _IN_FLOAT32 else x, tree)
-
-
 def stochastic_rounding(
     inner: optax.GradientTransformation,
     *,
@@ -489,16 +488,18 @@ def stochastic_rounding(
   def init_fn(params):
     check_dtypes("stochastic_rounding", "stochastic", params)
     return StochasticRoundingState(
-        count=jnp.zeros([], jnp.int32), inner_state=inner.init(_widen(params)))
+        count=jnp.zeros([], jnp.int32),
+        inner_state=inner.init(_tree.widen(params)))
 
   def update_fn(updates, state, params=None, **extra_args):
     steps, inner_state = inner.update(
-        _widen(updates), state.inner_state, _widen(params), **extra_args)
+        _tree.widen(updates), state.inner_state, _tree.widen(params),
+        **extra_args)
     to_update = params_update("stochastic", seed, state.count)
-    step_leaves, treedef = jax.tree.flatten(steps)
-    rounded = [to_update(step, param, leaf) for leaf, (step, param) in
-               enumerate(zip(step_leaves, jax.tree.leaves(params)))]
-    return treedef.unflatten(rounded), StochasticRoundingState(
+    rounded = _tree.map_leaves(
+        lambda index, step, param: to_update(step, param, index),
+        steps, params)
+    return rounded, StochasticRoundingState(
         count=optax.safe_increment(state.count), inner_state=inner_state)
 
   # Non-float leaves, missing params, extra arguments and the placement of
@@ -506,3 +507,29 @@ def stochastic_rounding(
   return _public.public_transformation(
       "stochastic_rounding",
       optax.GradientTransformationExtraArgs(init_fn, update_fn))
+
+
+def params_write(
+    rounding: str,
+    seed: int,
+    *last: optax.GradientTransformation,
+) -> tuple[optax.GradientTransformation, ...]:
+  """The last stages of an optimizer's chain, those that write the params.
+
+  Args:
+    rounding: ``"nearest"`` or ``"stochastic"``.
+    seed: the optimizer's seed.
+    *last: the transformations after the optimizer's own scaling (weight
+      decay, learning rate, sign), whose output is the params' update.
+
+  Returns:
+    With nearest rounding, ``last`` as given (the chain's state is as if
+    they were chained directly). With stochastic rounding, one stage,
+    :func:`stochastic_rounding` of them: they run in float32 and the params'
+    write is rounded once, stochastically (its state adds a step count, no
+    buffer).
+  """
+  if rounding == "nearest":
+    return last
+  inner = last[0] if len(last) == 1 else optax.chain(*last)
+  return (stochastic_rounding(inner, seed=seed),)

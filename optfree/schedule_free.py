@@ -34,7 +34,7 @@ place instead of copying them first.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, NamedTuple, Optional, Union
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,6 @@ from optfree import _tree
 from optfree import _xla_cpu
 from optfree import rounding as _rounding
 
-MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 class ScheduleFreeState(NamedTuple):
@@ -193,7 +192,7 @@ def _is_static_zero(value: Any) -> bool:
 
 
 def _decay_per_leaf(
-    weight_decay: Any, mask: MaskOrFn, params: optax.Params
+    weight_decay: Any, mask: _tree.MaskOrFn, params: optax.Params
 ) -> list[Any]:
   """The weight decay of each param leaf (None where there is none)."""
   count = len(jax.tree.leaves(params))
@@ -232,11 +231,6 @@ def _validate(factory: str, **values: Any) -> None:
     if name not in _SCHEDULABLE:
       _checks.check_number(name, value, schedulable_via=f"optfree.{factory}")
     checks[name](name, value)
-
-
-def _value_at(value: Any, count: jax.Array) -> Any:
-  """A hyperparameter at update ``count``: a schedule's value, or itself."""
-  return value(count) if callable(value) else value
 
 
 def _one_minus(value: Any, dtype: Any) -> jax.Array:
@@ -375,7 +369,7 @@ def _schedule_free_elementwise(
     weight_lr_power: Any,
     weight_decay: Any,
     weight_decay_at: str,
-    mask: MaskOrFn,
+    mask: _tree.MaskOrFn,
     state_dtype: Any,
     rounding: str,
     seed: int,
@@ -405,7 +399,7 @@ def _schedule_free_elementwise(
     dtype = state.lr_max.dtype
     normalizer, lr_factor, z_step_factor = scalars(
         optax.safe_increment(k).astype(dtype))
-    lr = jnp.asarray(_value_at(learning_rate, k), dtype) * lr_factor
+    lr = jnp.asarray(_tree.value_at(learning_rate, k), dtype) * lr_factor
     lr, b1_, c, scalar_state = _averaging_step(
         state, lr, b1, r, weight_lr_power)
     z_lr = lr * z_step_factor
@@ -450,7 +444,7 @@ def _schedule_free_elementwise(
     nu = state.base_state.nu if normalized else None
     updates, z, nu = _tree.map_leaves(
         leaf_update, grads, params, state.z, nu,
-        _decay_per_leaf(_value_at(weight_decay, k), mask, params),
+        _decay_per_leaf(_tree.value_at(weight_decay, k), mask, params),
         num_outputs=3)
     base_state = (optax.ScaleByRmsState(nu=nu) if normalized
                   else state.base_state)
@@ -470,9 +464,9 @@ def schedule_free_sgd(
     r: float = 0.0,
     weight_lr_power: float = 2.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    mask: MaskOrFn = None,
+    mask: _tree.MaskOrFn = None,
     state_dtype: Any = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Schedule-Free SGD, as ``schedulefree.SGDScheduleFree``.
@@ -569,9 +563,9 @@ def schedule_free_adamw(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weight_decay_at: Literal["y", "x"] = "y",
     bias_correction: Literal["denominator", "step_size"] = "denominator",
-    mask: MaskOrFn = None,
+    mask: _tree.MaskOrFn = None,
     state_dtype: Any = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Schedule-Free AdamW, as ``schedulefree.AdamWScheduleFree``.
@@ -711,9 +705,9 @@ def schedule_free_radam(
     weight_lr_power: float = 2.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     silent_sgd_phase: bool = True,
-    mask: MaskOrFn = None,
+    mask: _tree.MaskOrFn = None,
     state_dtype: Any = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformation:
   r"""Schedule-Free RAdam, as ``schedulefree.RAdamScheduleFree``.
@@ -818,7 +812,7 @@ def schedule_free(
     r: float = 0.0,
     weight_decay_at_y: float = 0.0,
     state_dtype: Any = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Makes an optax optimizer Schedule-Free (``ScheduleFreeWrapperReference``).
@@ -906,7 +900,7 @@ def schedule_free(
     _check_trees("schedule_free", grads, state, params)
     k = state.count
     lr, b1_, c, scalars = _averaging_step(
-        state, _value_at(learning_rate, k), b1, r, weight_lr_power
+        state, _tree.value_at(learning_rate, k), b1, r, weight_lr_power
     )
     decay = None
     if _is_static_zero(weight_decay_at_y):

@@ -56,14 +56,12 @@ from optfree import _checks
 from optfree import _public
 from optfree import _tree
 from optfree import rounding as _rounding
-from optfree.schedule_free import MaskOrFn
 from optfree.schedule_free import ScheduleFreeState
 from optfree.schedule_free import _check_trees
 from optfree.schedule_free import _copy_tree
 from optfree.schedule_free import _decay_per_leaf
 from optfree.schedule_free import _init_state
 from optfree.schedule_free import _kahan_add
-from optfree.schedule_free import _value_at
 from optfree.schedule_free import _scalar_dtype
 from optfree.schedule_free import _warmup_factor
 from optfree.schedule_free import _zeros_tree
@@ -153,9 +151,9 @@ def schedule_free_plus(
     polyak_b: float = 0.0,
     c_warmup: int = 200,
     warmup_steps: int = 0,
-    mask: MaskOrFn = None,
+    mask: _tree.MaskOrFn = None,
     state_dtype: Any = None,
-    rounding: str = "nearest",
+    rounding: _rounding.Rounding = "nearest",
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""ScheduleFree+, as ``AdamCScheduleFreePlusPaper`` of schedule_free.
@@ -315,7 +313,7 @@ def schedule_free_plus(
     moving = grad_l1_ema_corr != 0
     polyak_lr = jnp.where(
         moving, numerator / jnp.where(moving, grad_l1_ema_corr, 1), 0)
-    lr = jnp.asarray(_value_at(learning_rate, k), dtype) * (
+    lr = jnp.asarray(_tree.value_at(learning_rate, k), dtype) * (
         _warmup_factor(warmup_steps, step))
     step_size = jnp.maximum(lr, eps) * polyak_lr
 
@@ -362,7 +360,7 @@ def schedule_free_plus(
 
     updates, z, mu, nu = _tree.map_leaves(
         leaf_update, grads, params, state.z, base.mu, base.nu,
-        _decay_per_leaf(_value_at(weight_decay, k), mask, params),
+        _decay_per_leaf(_tree.value_at(weight_decay, k), mask, params),
         num_outputs=4)
     new_state = ScheduleFreeState(
         count=optax.safe_increment(k),

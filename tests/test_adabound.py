@@ -6,8 +6,11 @@ Luolc/AdaBound repository) under torch schedulers.
 """
 
 import functools
+import inspect
 import json
+import math
 import os
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +19,7 @@ import optax
 import pytest
 
 import optfree
+from optfree.adabound import _bounds
 from optfree.adabound import ScaleByAdaBoundState
 
 NUM_TENSORS = 4
@@ -316,3 +320,180 @@ def test_edge_values_are_accepted():
              optfree.adaboundw(learning_rate=0.0, final_lr=0.0, gamma=5.0)):
     updates, _ = tx.update(params, tx.init(params), params)
     assert jnp.all(jnp.isfinite(updates))
+
+
+def reference_scalars(lr, base_lr, final_lr, gamma, b1, b2, t):
+  """The step size and bounds as adabound 0.0.5's AdaBound.step has them."""
+  step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+  final = final_lr * lr / base_lr
+  return (step_size, final * (1 - 1 / (gamma * t + 1)),
+          final * (1 + 1 / (gamma * t)))
+
+
+@pytest.mark.parametrize("t", [1, 2, 10, 1000, 10**6])
+@pytest.mark.parametrize("lr, base_lr", [(1e-3, 1e-3), (2.5e-4, 1e-3),
+                                         (0.3, 0.1)])
+def test_bounds_are_the_reference_scalars(x64, t, lr, base_lr):
+  hyperparams = dict(final_lr=0.1, gamma=1e-3, b1=0.9, b2=0.999)
+  scalars = _bounds(learning_rate=lr, base_lr=base_lr, t=float(t),
+                    **hyperparams)
+  np.testing.assert_allclose(
+      scalars, reference_scalars(lr, base_lr, t=t, **hyperparams),
+      rtol=1e-14)
+
+
+def test_bounds_bracket_the_final_rate_and_close_on_it(x64):
+  t = jnp.asarray([1.0, 10.0, 1e3, 1e6, 1e12])
+  scalars = _bounds(learning_rate=1e-3, base_lr=1e-3, final_lr=0.1,
+                    gamma=1e-3, b1=0.9, b2=0.999, t=t)
+  assert jnp.all(scalars.lower < 0.1) and jnp.all(scalars.upper > 0.1)
+  assert jnp.all(jnp.diff(scalars.lower) > 0)
+  assert jnp.all(jnp.diff(scalars.upper) < 0)
+  np.testing.assert_allclose([scalars.lower[-1], scalars.upper[-1]], 0.1,
+                             rtol=1e-8)
+  # At the first step the interval is final_lr (gamma/(gamma+1), 1 + 1/gamma)
+  # (1 - 1/(gamma + 1) loses 3 digits to cancellation).
+  np.testing.assert_allclose(
+      [scalars.lower[0], scalars.upper[0]],
+      [0.1 * 1e-3 / (1 + 1e-3), 0.1 * (1 + 1e3)], rtol=1e-12)
+
+
+def test_bounds_follow_the_learning_rate_through_the_base_rate(x64):
+  def bounds_at(lr, base_lr):
+    scalars = _bounds(learning_rate=lr, base_lr=base_lr, final_lr=0.1,
+                      gamma=1e-3, b1=0.9, b2=0.999, t=5.0)
+    return np.asarray([scalars.lower, scalars.upper])
+
+  np.testing.assert_allclose(bounds_at(0.5e-3, 1e-3), bounds_at(1e-3, 1e-3) / 2,
+                             rtol=1e-14)
+  # No base rate (a schedule starting at 0): final_lr as given.
+  np.testing.assert_allclose(bounds_at(0.25, 0.0), bounds_at(1.0, 1.0),
+                             rtol=1e-14)
+
+
+def test_bounds_take_traced_steps_and_rates():
+  def scalars(t, lr):
+    return _bounds(learning_rate=lr, base_lr=1e-3, final_lr=0.1, gamma=1e-3,
+                   b1=0.9, b2=0.999, t=t)
+
+  steps = jnp.arange(1.0, 6.0)
+  rates = jnp.linspace(1e-3, 1e-4, 5)
+  mapped = jax.jit(jax.vmap(scalars))(steps, rates)
+  for i in range(5):
+    np.testing.assert_allclose(
+        [field[i] for field in mapped], scalars(steps[i], rates[i]),
+        rtol=1e-6)
+
+
+def trajectory(tx, params, steps=15):
+  """Updates, params and state after each of ``steps`` jitted steps."""
+  def step(carry, t):
+    params, state = carry
+    grads = jax.tree.map(
+        lambda p: jnp.sin(3.0 * p.astype(jnp.float32) + t).astype(p.dtype),
+        params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, state), (updates, params, state)
+
+  return jax.jit(lambda: jax.lax.scan(
+      step, (params, tx.init(params)), jnp.arange(float(steps)))[1])()
+
+
+def assert_schedule_is_native(factory, argument, schedule, rounding,
+                              **hyperparams):
+  """``factory(argument=schedule)`` runs the trajectory, bit for bit, of
+  ``optax.inject_hyperparams(factory)`` injecting that schedule alone."""
+  dtype = jnp.float32 if rounding == "nearest" else jnp.bfloat16
+  params = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=dtype).reshape(3, 4),
+            "b": jnp.array([0.5, -0.25], dtype)}
+  settings = dict(hyperparams, rounding=rounding, seed=7)
+  settings[argument] = schedule
+  native = factory(**settings)
+  # Only the schedule injected: injected numbers become float32 arrays, whose
+  # arithmetic (1 - b2 in float32) differs from the Python floats'. float32
+  # hyperparameters for bfloat16 params (else inject rounds them to bfloat16).
+  static = [name for name in inspect.signature(factory).parameters
+            if name != argument]
+  injected = optax.inject_hyperparams(
+      factory, static_args=static, hyperparam_dtype=jnp.float32)(**settings)
+  ours, theirs = trajectory(native, params), trajectory(injected, params)
+  jax.tree.map(np.testing.assert_array_equal, ours[:2], theirs[:2])
+  # The momentum really moved with the schedule: not a constant trajectory.
+  constant = trajectory(factory(**dict(settings, **{
+      argument: float(schedule(0))})), params)
+  assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(ours[1]), jax.tree.leaves(constant[1])))
+
+
+SCHEDULES = {
+    "b1": optfree.onecycle_momentum_schedule(total_steps=15),
+    "b2": optax.linear_schedule(0.99, 0.9, 10),
+    "weight_decay": optax.linear_schedule(0.5, 0.0, 10),
+}
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("argument", sorted(SCHEDULES))
+@pytest.mark.parametrize("factory", [optfree.adabound, optfree.amsbound,
+                                     optfree.adaboundw])
+def test_schedules_equal_inject_hyperparams(factory, argument, rounding):
+  assert_schedule_is_native(factory, argument, SCHEDULES[argument], rounding,
+                            learning_rate=1e-2, final_lr=0.05)
+
+
+@pytest.mark.parametrize("argument", ["b1", "b2"])
+def test_scale_by_adabound_takes_moment_schedules(argument):
+  assert_schedule_is_native(optfree.scale_by_adabound, argument,
+                            SCHEDULES[argument], "nearest",
+                            learning_rate=1e-2, amsbound=True)
+
+
+@pytest.mark.parametrize("argument", ["final_lr", "gamma", "eps"])
+@pytest.mark.parametrize("factory", [optfree.scale_by_adabound,
+                                     optfree.adabound, optfree.amsbound,
+                                     optfree.adaboundw])
+def test_a_schedule_where_a_number_is_needed_shows_the_inject_route(
+    factory, argument):
+  route = rf"optax.inject_hyperparams\(optfree.{factory.__name__}\)"
+  message = rf"{argument} must be a number.*{route}"
+  with pytest.raises(ValueError, match=message):
+    factory(**{argument: optax.constant_schedule(0.1)})
+
+
+def test_the_inject_route_moves_final_lr():
+  # Tiny gradients take the upper bound, final_lr_t (1 + 1 / (gamma t)) g.
+  tx = optax.inject_hyperparams(optfree.scale_by_adabound)(
+      1.0, final_lr=lambda count: 0.1 * (count + 1), gamma=1.0, b1=0.0,
+      b2=0.0)
+  grads = jnp.array([1e-6, -1e-6])
+  state = tx.init(grads)
+  for t, final_lr in [(1, 0.1), (2, 0.2), (3, 0.3)]:
+    updates, state = tx.update(grads, state)
+    np.testing.assert_allclose(updates / grads, final_lr * (1 + 1 / t),
+                               rtol=1e-6)
+
+
+def _on_other_platforms(*args, default, **_):
+  # What XLA:TPU and XLA:GPU get: lax.platform_dependent's default branch.
+  return default(*args)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_other_platforms_compute_the_same_numbers(dtype):
+  params = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=dtype).reshape(3, 4)}
+  tx = optfree.amsbound(1e-2, weight_decay=1e-3)
+  on_cpu = trajectory(tx, params)
+  with mock.patch.object(jax.lax, "platform_dependent", _on_other_platforms):
+    elsewhere = trajectory(tx, params)
+  jax.tree.map(np.testing.assert_array_equal, on_cpu, elsewhere)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "tpu", "cuda"])
+def test_the_scalar_operand_is_lowered_for_cpu_only(platform):
+  tx = optfree.amsbound()
+  params = jnp.ones(8)
+  exported = jax.export.export(jax.jit(tx.update), platforms=[platform])(
+      params, tx.init(params), params)
+  barrier = "optimization_barrier" in exported.mlir_module()
+  assert barrier == (platform == "cpu")

@@ -4,6 +4,8 @@ Golden trajectories: tests/reference/lion.npz, written by
 tests/reference/gen_lion.py from lion-pytorch 0.2.5 under torch schedulers.
 """
 
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,10 +13,13 @@ import optax
 import pytest
 
 import optfree
+from test_adabound import _on_other_platforms
 from test_adabound import assert_reproduces
+from test_adabound import assert_schedule_is_native
 from test_adabound import config_names
 from test_adabound import load_config
 from test_adabound import NUM_TENSORS
+from test_adabound import SCHEDULES
 from test_adabound import torch_schedule
 
 GOLDEN = "lion.npz"
@@ -179,3 +184,36 @@ def test_edge_values_are_accepted():
   tx = optfree.lion(learning_rate=0.0, b1=1.0, b2=0.0, weight_decay=0.0)
   updates, _ = tx.update(params, tx.init(params), params)
   np.testing.assert_array_equal(updates, 0.0)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("argument", sorted(SCHEDULES))
+def test_schedules_equal_inject_hyperparams(argument, rounding):
+  # b1 cycling against the learning rate, as torch's OneCycleLR does.
+  assert_schedule_is_native(optfree.lion, argument, SCHEDULES[argument],
+                            rounding, learning_rate=1e-2)
+
+
+@pytest.mark.parametrize("argument", ["b1", "b2"])
+def test_scale_by_lion_takes_momentum_schedules(argument):
+  assert_schedule_is_native(optfree.scale_by_lion, argument,
+                            SCHEDULES[argument], "nearest")
+
+
+def test_other_platforms_compute_the_reference_form():
+  # Only XLA:CPU gets c from the new momentum (optfree._xla_cpu); elsewhere
+  # c = b1 m + (1 - b1) g, computed in float32, as optax.scale_by_lion does.
+  b1, b2 = 0.9, 0.99
+  rng = np.random.default_rng(0)
+  m, g = (jnp.asarray(rng.normal(size=1 << 16), jnp.bfloat16)
+          for _ in range(2))
+  tx = optfree.scale_by_lion(b1=b1, b2=b2)
+  state = tx.init(m)._replace(mu=m)
+  with mock.patch.object(jax.lax, "platform_dependent", _on_other_platforms):
+    elsewhere, _ = tx.update(g, state)
+  on_cpu, _ = tx.update(g, state)
+  m32, g32 = m.astype(jnp.float32), g.astype(jnp.float32)
+  reference = jnp.sign(b1 * m32 + (1 - b1) * g32).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(elsewhere, reference)
+  # On CPU a few signs within rounding of 0 differ: the rewrite is live there.
+  assert 0 < np.sum(on_cpu != reference) < 1e-3 * m.size
