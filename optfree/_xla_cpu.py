@@ -7,9 +7,7 @@ this (benchmarks/compiled_step.py reads the TPU program). Each rewrite here
 is dispatched on the lowering platform with ``jax.lax.platform_dependent``
 (not ``jax.default_backend()``, which is the CPU while compiling for TPU ahead
 of time): every other platform gets the plain math. Each changes no value on
-CPU, except :func:`lion_interpolation`, whose signs may differ from the plain
-form's where Lion's interpolation is within rounding of 0 (CPU keeps the
-numbers it always had).
+CPU.
 
 Each rewrite keeps the CPU measurement that justified it (remeasurements: on
 a shared 2-core machine, the same step with ``lax.platform_dependent`` taking
@@ -35,21 +33,14 @@ float32 and bfloat16, in three runs):
   faster with it at 1M params (median of 12; 0.94-1.60x) and 1.04x at 4M
   (0.88-1.36x), against 1.06x (0.51-1.41x) between two identical programs
   (the noise).
-* :func:`lion_interpolation` (Lion): without it XLA:CPU copies the old
-  momentum, which both the new momentum and the update read, into a
-  param-sized temporary. Introduced in 7e8fa26, measured with ``python
-  benchmarks/step_time.py --sizes 8M --leaves 64 --dtypes float32``: Lion
-  went from 1.03x to 3.0x ``optax.lion``. Remeasured: the step 1.46x faster
-  with it in float32 (median of 8; 1.27-2.48x) and 1.19x in bfloat16
-  (1.05-1.56x); param-sized temporaries 1 without it, 0 with it, in every
-  case.
 
-Not here, since it is no CPU-only rewrite: AdaBound's L2 term computed in
-float32 (``adabound._add_decayed_weights_widened``, d55dafc). It changes
+Not here, since they are no CPU-only rewrites: AdaBound's L2 term computed in
+float32 (``adabound._add_decayed_weights_widened``, d55dafc), which changes
 bfloat16 and float16 values (the sum is not rounded before the moments), so
-it is the plain math on every platform; on XLA:CPU it also spares a
-param-sized temporary (bfloat16 steps 1.23x faster, median of 12;
-1.02-1.35x).
+it is the plain math on every platform (on XLA:CPU it also spares a
+param-sized temporary: bfloat16 steps 1.23x faster, median of 12;
+1.02-1.35x); and Lion's interpolation from the new momentum
+(``lion._interpolation``), which the TPU program needs as much as the CPU one.
 """
 
 from __future__ import annotations
@@ -98,52 +89,3 @@ def with_scalar_operand(value: jax.Array) -> jax.Array:
   """
   return jax.lax.platform_dependent(
       value, cpu=_with_scalar_operand_on_cpu, default=lambda plain: plain)
-
-
-def lion_interpolation(
-    grad: jax.Array,
-    momentum: jax.Array,
-    new_momentum: jax.Array,
-    *,
-    b1: Any,
-    b2: Any,
-) -> jax.Array:
-  r"""Lion's :math:`c = \beta_1 m + (1 - \beta_1) g`, whose sign is the update.
-
-  On CPU, for static :math:`\beta_1 < 1` and :math:`\beta_2 > 0`, it is
-  computed from the new momentum :math:`m' = \beta_2 m + (1 - \beta_2) g` as
-  it was written (rounded to its dtype) instead:
-  :math:`c = g + (\beta_1 / \beta_2)(m' - g)`. Then the old :math:`m` has a
-  single reader, its own in-place update, and a donated step needs no copy
-  of it. The identity is exact up to rounding, so the sign can differ from
-  the plain form's only where :math:`c` is within rounding of 0: with
-  bfloat16 momentum, :math:`m'` is rounded to 8 bits before :math:`c` is
-  formed, which flips about 6e-5 of the signs of random data against exact
-  arithmetic (the plain form computed in float32: 3e-5; lion-pytorch's
-  bfloat16 ops: 3e-4). With :math:`\beta_1 = 1` (:math:`c = m`, exactly 0
-  before the first step) or :math:`\beta_2 = 0` (a division by zero), and for
-  traced or scheduled values, the plain form is used everywhere.
-
-  Args:
-    grad: :math:`g`, in the compute dtype.
-    momentum: the old momentum :math:`m`, in the compute dtype.
-    new_momentum: :math:`m'` as written, in the compute dtype.
-    b1: :math:`\beta_1`, a number or a traced value.
-    b2: :math:`\beta_2`, a number or a traced value.
-
-  Returns:
-    :math:`c`, in the compute dtype.
-  """
-  def plain(grad, momentum, new_momentum):
-    del new_momentum
-    return b1 * momentum + (1 - b1) * grad
-
-  def from_new_momentum(grad, momentum, new_momentum):
-    del momentum
-    return grad + (b1 / b2) * (new_momentum - grad)
-
-  static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
-  if not (static and b1 < 1 and b2 > 0):
-    return plain(grad, momentum, new_momentum)
-  return jax.lax.platform_dependent(
-      grad, momentum, new_momentum, cpu=from_new_momentum, default=plain)
