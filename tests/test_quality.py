@@ -4,6 +4,7 @@ merges) and the documentation it writes."""
 
 import copy
 import importlib.util
+import inspect
 import json
 import math
 import pathlib
@@ -12,6 +13,8 @@ import types
 
 import numpy as np
 import pytest
+
+import optfree
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATH = ROOT / "benchmarks" / "quality.py"
@@ -89,7 +92,11 @@ def test_untuned_optimizer_is_one_run_with_no_search(run):
   assert result["label"] == "ScheduleFree+ (defaults, no tuning)"
   # The defaults it ran with are recorded, since they may change.
   settings = run[1]["schedule_free_settings"]["sf_plus"]
-  assert settings["learning_rate"] == 1.0 and "polyak_b" in settings
+  defaults = {name: parameter.default for name, parameter in
+              inspect.signature(optfree.schedule_free_plus).parameters.items()}
+  assert settings["learning_rate"] == defaults["learning_rate"]
+  assert settings["c_warmup"] == defaults["c_warmup"]
+  assert "polyak_b" in settings
 
 
 def test_untuned_specs_call_their_optimizer_with_no_arguments(monkeypatch):
