@@ -97,17 +97,6 @@ def _bounds(
   )
 
 
-def _check_not_a_schedule(optimizer: str, name: str, value: Any) -> None:
-  # Until optfree._checks has the shared helper for this message.
-  if callable(value):
-    raise ValueError(
-        f"{optimizer}: {name} must be a number, got a schedule {value!r}. "
-        f"To change {name} during training, inject it: "
-        f"optax.inject_hyperparams(optfree.{optimizer})({name}=schedule, "
-        "...) evaluates the schedule at every update and passes its value."
-    )
-
-
 def _scale_by_adabound(
     name: str,
     learning_rate: optax.ScalarOrSchedule,
@@ -125,7 +114,8 @@ def _scale_by_adabound(
   """:func:`scale_by_adabound`, validated and named ``name`` in messages."""
   for argument, value in (("final_lr", final_lr), ("gamma", gamma),
                           ("eps", eps)):
-    _check_not_a_schedule(name, argument, value)
+    _checks.check_number(argument, value,
+                         schedulable_via=f"optfree.{name}")
   _checks.check_non_negative("learning_rate", learning_rate)
   _checks.check_non_negative("final_lr", final_lr)
   _checks.check_interval("b1", b1, 0.0, 1.0, high_closed=False)

@@ -456,7 +456,7 @@ def test_scale_by_adabound_takes_moment_schedules(argument):
 def test_a_schedule_where_a_number_is_needed_shows_the_inject_route(
     factory, argument):
   route = rf"optax.inject_hyperparams\(optfree.{factory.__name__}\)"
-  message = rf"{argument} must be a number.*{route}"
+  message = rf"(?s){argument} must be a number.*{route}"
   with pytest.raises(ValueError, match=message):
     factory(**{argument: optax.constant_schedule(0.1)})
 
