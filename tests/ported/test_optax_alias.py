@@ -54,7 +54,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS
+from tests.optimizer_table import OPTIMIZER_IDS, OPTIMIZERS, stand_in_loss
 
 COMPLEX_UNSUPPORTED = pytest.mark.xfail(
     strict=True, raises=(TypeError, ValueError),
@@ -118,10 +118,11 @@ def setup_rosenbrock(dtype):
 
 def update_step(opt, objective):
   def step(params, state):
-    updates = jax.grad(objective)(params)
+    # The loss too: optfree.schedule_free_plus takes it (the others ignore it).
+    value, updates = jax.value_and_grad(objective)(params)
     # Complex gradients need to be conjugated (as optax's test does).
     updates = jax.tree.map(lambda x: x.conj(), updates)
-    updates, state = opt.update(updates, state, params)
+    updates, state = opt.update(updates, state, params, value=value)
     return optax.apply_updates(params, updates), state
 
   return step
@@ -161,8 +162,9 @@ def test_optimizers_accept_extra_args(entry):
   def run(**update_kwargs):
     @jax.jit
     def step(params, state):
-      updates = jax.grad(objective)(params)
-      updates, state = opt.update(updates, state, params, **update_kwargs)
+      value, updates = jax.value_and_grad(objective)(params)
+      updates, state = opt.update(updates, state, params, value=value,
+                                  **update_kwargs)
       return optax.apply_updates(params, updates), state
 
     params, state = initial_params, opt.init(initial_params)
@@ -181,11 +183,12 @@ def test_optimizers_can_be_wrapped_in_inject_hyperparams(entry):
   params = [jnp.negative(jnp.ones((2, 3))), jnp.ones((2, 5, 2))]
   grads = [jnp.ones((2, 3)), jnp.negative(jnp.ones((2, 5, 2)))]
 
+  value = stand_in_loss(params)
   state = opt.init(params)
-  updates, new_state = jax.jit(opt.update)(grads, state, params)
+  updates, new_state = jax.jit(opt.update)(grads, state, params, value=value)
   state_inject = opt_inject.init(params)
   updates_inject, new_state_inject = jax.jit(opt_inject.update)(
-      grads, state_inject, params)
+      grads, state_inject, params, value=value)
 
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3),
                updates_inject, updates)
@@ -204,6 +207,7 @@ STATE_DTYPE = {
     "amsbound": ("mu_dtype", "mu"),
     "adaboundw": ("mu_dtype", "mu"),
     "lion": ("mu_dtype", "mu"),
+    "schedule_free_plus": ("state_dtype", "z"),
 }
 EXPLICIT_DTYPES = ("bfloat16", "float32", "complex64", None)
 
@@ -244,9 +248,10 @@ def test_preserve_dtype(entry, dtype, variant):
   opt = entry.make()
   fun = lambda x: jnp.sum(x**2)
   params = jnp.array([1.0, 2.0], dtype=jnp.dtype(dtype))
-  grads = jax.grad(fun)(params)
+  value, grads = jax.value_and_grad(fun)(params)
   state = opt.init(params)
-  updates, _ = VARIANTS[variant](opt.update)(grads, state, params)
+  update = lambda g, s, p, v: opt.update(g, s, p, value=v)  # noqa: E731
+  updates, _ = VARIANTS[variant](update)(grads, state, params, value)
   assert updates.dtype == grads.dtype
 
 
@@ -284,7 +289,7 @@ def test_gradient_accumulation(entry, dtype):
   opt = optax.MultiSteps(entry.make(), every_k_schedule=4)
   fun = lambda x: jnp.sum(x**2)
   params = jnp.array([1.0, 2.0], dtype=jnp.dtype(dtype))
-  grads = jax.grad(fun)(params)
+  value, grads = jax.value_and_grad(fun)(params)
   state = opt.init(params)
-  updates, _ = jax.jit(opt.update)(grads, state, params)
+  updates, _ = jax.jit(opt.update)(grads, state, params, value=value)
   np.testing.assert_array_equal(updates, jnp.zeros_like(grads))
