@@ -23,30 +23,12 @@ import numpy as np
 import schedulefree
 import torch
 
-STEPS = 120
-SHAPES = ((5,), (2, 3), ())
+from schedule_free_problem import SHAPES, STEPS  # noqa: F401
+from schedule_free_problem import problem as _problem
+from schedule_free_problem import split as _split
+
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                     "schedule_free.npz")
-
-
-def _problem(seed=0):
-  rng = np.random.default_rng(seed)
-  size = sum(int(np.prod(s)) for s in SHAPES)
-  return dict(
-      init=rng.normal(size=size),
-      h=rng.uniform(0.5, 2.0, size=size),
-      target=rng.normal(size=size),
-      noise=0.3 * rng.normal(size=(STEPS, size)),
-  )
-
-
-def _split(flat):
-  out, start = [], 0
-  for shape in SHAPES:
-    n = int(np.prod(shape))
-    out.append(flat[start:start + n].reshape(shape))
-    start += n
-  return out
 
 
 def _lr_factor(k):

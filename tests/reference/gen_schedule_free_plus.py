@@ -61,31 +61,12 @@ import platform
 
 import numpy as np
 
-STEPS = 120
-SHAPES = ((5,), (2, 3), ())
+from schedule_free_problem import SHAPES, STEPS  # noqa: F401
+from schedule_free_problem import problem as _problem
+from schedule_free_problem import split as _split
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATH = os.path.join(HERE, "schedule_free_plus.npz")
-
-
-def _problem(seed=0):
-  # The arrays of gen_schedule_free.py: same generator, same draws.
-  rng = np.random.default_rng(seed)
-  size = sum(int(np.prod(s)) for s in SHAPES)
-  return dict(
-      init=rng.normal(size=size),
-      h=rng.uniform(0.5, 2.0, size=size),
-      target=rng.normal(size=size),
-      noise=0.3 * rng.normal(size=(STEPS, size)),
-  )
-
-
-def _split(flat):
-  out, start = [], 0
-  for shape in SHAPES:
-    n = int(np.prod(shape))
-    out.append(flat[start:start + n].reshape(shape))
-    start += n
-  return out
 
 
 def _lr_factor(k):
