@@ -16,28 +16,14 @@ import numpy as np
 import optax
 import pytest
 
+import golden_files
 import optfree
 from optfree.schedule_free import _averaging_step
 from optfree.schedule_free import _radam_rho
 
-GOLDEN = np.load(os.path.join(os.path.dirname(__file__), "reference",
-                              "schedule_free.npz"))
-CASES = sorted(key[:-len("/config")] for key in GOLDEN.files
-               if key.endswith("/config"))
-SHAPES = {"a": (5,), "b": (2, 3), "c": ()}
-
-
-def _split(flat):
-  out, start = {}, 0
-  for name, shape in SHAPES.items():
-    size = int(np.prod(shape))
-    out[name] = flat[start:start + size].reshape(shape)
-    start += size
-  return out
-
-
-def _flat(tree):
-  return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+GOLDEN, CASES = golden_files.load("schedule_free.npz")
+_split = golden_files.split
+_flat = golden_files.flat
 
 
 def _optimizer(name):

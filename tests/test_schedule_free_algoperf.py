@@ -31,32 +31,19 @@ import numpy as np
 import optax
 import pytest
 
+import golden_files
 import optfree
 
 HERE = os.path.join(os.path.dirname(__file__), "reference")
-GOLDEN = np.load(os.path.join(HERE, "schedule_free_algoperf.npz"))
-CASES = sorted(key[:-len("/config")] for key in GOLDEN.files
-               if key.endswith("/config"))
-SF_GOLDEN = np.load(os.path.join(HERE, "schedule_free.npz"))
+GOLDEN, CASES = golden_files.load("schedule_free_algoperf.npz")
+SF_GOLDEN, _ = golden_files.load("schedule_free.npz")
 SF_ADAMW_CASES = sorted(
     key[:-len("/config")] for key in SF_GOLDEN.files
     if key.endswith("/config")
     and json.loads(str(SF_GOLDEN[key]))["kind"] == "adamw")
 SNAPSHOT_PATH = os.path.join(HERE, "schedule_free_adamw_snapshot.npz")
-SHAPES = {"a": (5,), "b": (2, 3), "c": ()}
-
-
-def _split(flat):
-  out, start = {}, 0
-  for name, shape in SHAPES.items():
-    size = int(np.prod(shape))
-    out[name] = flat[start:start + size].reshape(shape)
-    start += size
-  return out
-
-
-def _flat(tree):
-  return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+_split = golden_files.split
+_flat = golden_files.flat
 
 
 def _schedule(table):

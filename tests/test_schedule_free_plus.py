@@ -23,7 +23,6 @@ which passes ``value`` through; one jitted update traces once for any value;
 """
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -31,26 +30,12 @@ import numpy as np
 import optax
 import pytest
 
+import golden_files
 import optfree
 
-GOLDEN = np.load(os.path.join(os.path.dirname(__file__), "reference",
-                              "schedule_free_plus.npz"))
-CASES = sorted(key[:-len("/config")] for key in GOLDEN.files
-               if key.endswith("/config"))
-SHAPES = {"a": (5,), "b": (2, 3), "c": ()}
-
-
-def _split(flat):
-  out, start = {}, 0
-  for name, shape in SHAPES.items():
-    size = int(np.prod(shape))
-    out[name] = flat[start:start + size].reshape(shape)
-    start += size
-  return out
-
-
-def _flat(tree):
-  return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+GOLDEN, CASES = golden_files.load("schedule_free_plus.npz")
+_split = golden_files.split
+_flat = golden_files.flat
 
 
 def _config(name):
@@ -66,7 +51,7 @@ def _optimizer(name):
     table = jnp.asarray(GOLDEN[f"{name}/lr"])
     kwargs["learning_rate"] = lambda count: table[count]
   if kwargs["mask"] is not None:
-    kwargs["mask"] = dict(zip(SHAPES, kwargs["mask"]))
+    kwargs["mask"] = dict(zip(golden_files.SHAPES, kwargs["mask"]))
   return optfree.schedule_free_plus(**kwargs)
 
 
@@ -213,7 +198,7 @@ def test_jit_traces_once_and_matches_eager():
     updates, jit_state = jitted(grads, jit_state, jit_params, value)
     jit_params = optax.apply_updates(jit_params, updates)
   assert len(traces) == 1
-  for leaf in SHAPES:
+  for leaf in golden_files.SHAPES:
     np.testing.assert_allclose(jit_params[leaf], eager_params[leaf],
                                rtol=1e-5, atol=1e-6)
   assert not np.allclose(jit_params["a"], params["a"])
