@@ -351,11 +351,12 @@ def schedule_free_plus(
         new_z = new_z - decay * weight_decay_leaf * y_
       new_z = write(new_z - step_size * direction, z.dtype, leaf,
                     _rounding.Z)
-      # y_new - y from the differences z_new - y and z - y (x - y is
-      # -(1 - b1_prev) / b1_prev (z - y)): exactly 0 when z_new = z = y,
-      # and no x is formed.
+      # y_new - y from the differences z_new - y and y - z (x - y is
+      # (1 - b1_prev) / b1_prev (y - z)): exactly 0 when z_new = z = y,
+      # and no x is formed. y - z, not the sum's z - y: XLA would keep one
+      # z - y for both passes in a param-sized buffer (XLA:TPU in float32).
       update = (z_step_weight * (new_z.astype(compute) - y_)
-                - x_weight * (z_old - y_))
+                + x_weight * (y_ - z_old))
       return to_update(update, y, leaf), new_z, m, v
 
     updates, z, mu, nu = _tree.map_leaves(

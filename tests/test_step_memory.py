@@ -49,15 +49,17 @@ CASE_IDS = ["float32", "bfloat16", "bfloat16-stochastic"]
 # wrapper cannot recompute it without running the base optimizer twice.
 ONE_TEMPORARY = {"schedule_free_wrapper"}
 
-# ScheduleFree+ on XLA:CPU, recorded as measured, not yet laid out for CPU:
-# its y update reads the old z after z's write, so XLA:CPU copies z (one
-# temporary in float32; in bfloat16 also converted copies of the inputs its
-# two global sums read first), with a loop per copy, and its bfloat16
-# converts run in loops with no scalar operand. On TPU it is one pass for the
-# sums and one for the update (the TPU checks below). Keys: case ids; values:
-# (param-sized temporaries, extra param-sized loops).
-SCHEDULE_FREE_PLUS_ON_CPU = {"float32": (1, 1), "bfloat16": (4, 2),
-                             "bfloat16-stochastic": (4, 2)}
+# ScheduleFree+ on XLA:CPU, recorded as measured, not laid out for CPU (the
+# plain math is what XLA:TPU needs): its y update reads the old z after z's
+# write, so XLA:CPU copies z (one temporary in float32); in bfloat16 it also
+# stores the float32 converts of g, y and z that its two global sums and the
+# update both read (3 float32 buffers: 6 bfloat16 params' bytes), with a
+# loop per copy, and those converts run in loops with no scalar operand. On
+# TPU it is one pass for the sums and one for the update (the TPU checks
+# below). Keys: case ids; values: (param-sized temporaries, extra
+# param-sized loops).
+SCHEDULE_FREE_PLUS_ON_CPU = {"float32": (1, 1), "bfloat16": (7, 4),
+                             "bfloat16-stochastic": (7, 4)}
 
 
 def _cpu_allowance(entry, dtype, rounding):
