@@ -961,18 +961,67 @@ def _find_restored_dicts(tree: Any) -> list[str]:
   ]
 
 
-def _is_one_vector(z_leaves: list[Any]) -> bool:
-  """Whether z is one 1-D buffer, as under ``optax.flatten``."""
-  return (
-      len(z_leaves) == 1
-      and not isinstance(z_leaves[0], optax.MaskedNode)
-      and jnp.ndim(z_leaves[0]) == 1
-  )
+def _is_masked(node: Any) -> bool:
+  return isinstance(node, optax.MaskedNode)
 
 
-def _is_flattened(z_leaves: list[Any], y_leaves: list[Any]) -> bool:
-  return _is_one_vector(z_leaves) and jnp.size(z_leaves[0]) == sum(
-      jnp.size(y) for y in y_leaves)
+def _the_schedule_free_state(
+    opt_state: optax.OptState, params: optax.Params
+) -> tuple[ScheduleFreeState, bool]:
+  """The one ScheduleFreeState in ``opt_state``, checked against ``params``.
+
+  Returns it, and whether its z is ``params`` raveled into one vector (as
+  ``optax.flatten`` keeps it). Raises the errors :func:`eval_params`
+  documents, each saying what to do.
+  """
+  states = _find_schedule_free_states(opt_state)
+  if not states and _find_schedule_free_states(params):
+    raise ValueError(
+        "eval_params: the ScheduleFreeState is in the second argument: call "
+        "eval_params(opt_state, params).")
+  if not states and _find_restored_dicts(opt_state):
+    raise ValueError(
+        "eval_params: opt_state holds a ScheduleFreeState as a plain dict "
+        f"(at opt_state{_find_restored_dicts(opt_state)[0]}), not as a "
+        "ScheduleFreeState. " + _public.RESTORE_HINT)
+  if not states:
+    raise ValueError(
+        "eval_params: opt_state contains no ScheduleFreeState; pass the state "
+        "of an optimizer built with optfree.schedule_free* (possibly nested in "
+        "chain, named_chain, inject_hyperparams, MultiSteps or masked).")
+  if len(states) > 1:
+    raise ValueError(
+        f"eval_params: opt_state contains {len(states)} ScheduleFreeStates; "
+        "it is ambiguous which one defines x. Call eval_params on the part of "
+        "the state (and the params) that one of them optimizes.")
+  (state,) = states
+  # Compared by key path with the entries of wrappers such as flax.nnx's
+  # Variable dropped, so that a params tree wrapped differently from z
+  # (nnx's Param vs OptVariable, or bare arrays) still pairs leaf by leaf.
+  mismatch = _checks.describe_shapes_mismatch(
+      "params", _checks.shapes_by_path(params, unwrap=True),
+      _checks.shapes_by_path(state.z, _is_masked, unwrap=True))
+  z_leaves = jax.tree.leaves(state.z, is_leaf=_is_masked)
+  one_vector = (len(z_leaves) == 1 and not _is_masked(z_leaves[0])
+                and jnp.ndim(z_leaves[0]) == 1)
+  if mismatch and one_vector and jnp.size(z_leaves[0]) == sum(
+      jnp.size(y) for y in jax.tree.leaves(params)):
+    return state, True
+  if mismatch:
+    hint = ""
+    if one_vector and len(jax.tree.leaves(params)) > 1:
+      # optax.flatten's z under optax.partition or masked: which leaves it
+      # holds is in the labels, which the state does not keep.
+      hint = (
+          f"\nz is one vector of {jnp.size(z_leaves[0])} elements, as "
+          "optax.flatten keeps it: if that optimizer runs on a group of the "
+          "params (optax.partition, optax.masked), pass eval_params only "
+          "that group's params, in the same order.")
+    raise ValueError(
+        "eval_params: params do not match the ScheduleFreeState's z (the "
+        "params the optimizer was initialised from):\n" + "\n".join(mismatch)
+        + hint)
+  return state, False
 
 
 def eval_params(
@@ -1022,74 +1071,24 @@ def eval_params(
     >>> print(jnp.round(params, 4), jnp.round(x, 4))
     [0.225 2.225] [0.25 2.25]
   """
-  states = _find_schedule_free_states(opt_state)
-  if not states and _find_schedule_free_states(params):
-    raise ValueError(
-        "eval_params: the ScheduleFreeState is in the second argument: call "
-        "eval_params(opt_state, params)."
-    )
-  if not states:
-    restored = _find_restored_dicts(opt_state)
-    if restored:
-      raise ValueError(
-          "eval_params: opt_state holds a ScheduleFreeState as a plain dict "
-          f"(at opt_state{restored[0]}), not as a ScheduleFreeState. "
-          + _public.RESTORE_HINT
-      )
-    raise ValueError(
-        "eval_params: opt_state contains no ScheduleFreeState; pass the state "
-        "of an optimizer built with optfree.schedule_free* (possibly nested in "
-        "chain, named_chain, inject_hyperparams, MultiSteps or masked)."
-    )
-  if len(states) > 1:
-    raise ValueError(
-        f"eval_params: opt_state contains {len(states)} ScheduleFreeStates; "
-        "it is ambiguous which one defines x. Call eval_params on the part of "
-        "the state (and the params) that one of them optimizes."
-    )
-  (state,) = states
-  b1 = state.b1
+  state, flattened = _the_schedule_free_state(opt_state, params)
 
   def x_leaf(y, z):
-    if isinstance(z, optax.MaskedNode):
+    if isinstance(z, optax.MaskedNode):  # a leaf the optimizer never saw
       return y
-    return ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype)
+    return ((y - (1 - state.b1) * z) / state.b1).astype(jnp.asarray(y).dtype)
 
-  # Leaves are paired in order, after comparing key paths with flax.nnx's
-  # Variable entries dropped, so that a params tree wrapped differently from
-  # z (nnx's Param vs OptVariable, or bare arrays) still works.
-  is_masked = lambda node: isinstance(node, optax.MaskedNode)
   y_leaves, treedef = jax.tree.flatten(params)
-  z_leaves = jax.tree.leaves(state.z, is_leaf=is_masked)
-  mismatch = _checks.describe_shapes_mismatch(
-      "params", _checks.shapes_by_path(params, unwrap=True),
-      _checks.shapes_by_path(state.z, is_masked, unwrap=True))
-  if mismatch and _is_flattened(z_leaves, y_leaves):
+  z_leaves = jax.tree.leaves(state.z, is_leaf=_is_masked)
+  if flattened:
     _checks.check_float_leaves("eval_params", params)
     # optax.flatten's layout: z is every param leaf raveled and concatenated.
-    sizes = [jnp.size(y) for y in y_leaves]
     x = x_leaf(jnp.concatenate([jnp.ravel(y) for y in y_leaves]), z_leaves[0])
-    pieces = jnp.split(x, np.cumsum(sizes)[:-1])
+    pieces = jnp.split(x, np.cumsum([jnp.size(y) for y in y_leaves])[:-1])
     return treedef.unflatten([
         piece.reshape(jnp.shape(y)).astype(jnp.asarray(y).dtype)
-        for piece, y in zip(pieces, y_leaves)
-    ])
-  if mismatch:
-    hint = ""
-    if _is_one_vector(z_leaves) and len(y_leaves) > 1:
-      # optax.flatten's z under optax.partition or masked: which leaves it
-      # holds is in the labels, which the state does not keep.
-      hint = (
-          f"\nz is one vector of {jnp.size(z_leaves[0])} elements, as "
-          "optax.flatten keeps it: if that optimizer runs on a group of the "
-          "params (optax.partition, optax.masked), pass eval_params only "
-          "that group's params, in the same order.")
-    raise ValueError(
-        "eval_params: params do not match the ScheduleFreeState's z (the "
-        "params the optimizer was initialised from):\n" + "\n".join(mismatch)
-        + hint
-    )
+        for piece, y in zip(pieces, y_leaves)])
   # Leaves a mask kept out of the optimizer are returned as they are.
   _checks.check_float_leaves("eval_params", treedef.unflatten(
-      [None if is_masked(z) else y for y, z in zip(y_leaves, z_leaves)]))
+      [None if _is_masked(z) else y for y, z in zip(y_leaves, z_leaves)]))
   return treedef.unflatten([x_leaf(y, z) for y, z in zip(y_leaves, z_leaves)])
