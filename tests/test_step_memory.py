@@ -124,6 +124,38 @@ def _param_sized_loops(compiled):
           if op not in ("parameter", "get-tuple-element", "bitcast")]
 
 
+@pytest.mark.parametrize("entry", OPTIMIZERS, ids=OPTIMIZER_IDS)
+def test_cpu_each_stochastic_loop_draws_its_bits_once(entry):
+  # XLA:CPU computes each param-sized output in a loop of its own, and each
+  # such loop hashes the bits of the one buffer it writes: the hash is most
+  # of stochastic rounding's cost (low-precision guide, "Cost"). A loop that
+  # also recomputed another buffer's rounding (XLA fusing the rounding into
+  # a loop that reads the written buffer, as it does when the rounding ends
+  # in a bitcast rather than a float conversion) would hash twice and keep a
+  # copy of the old buffer. (So two buffers could share one draw only inside
+  # one loop, which XLA:CPU does not emit.)
+  compiled, _ = _compiled_step(entry, jnp.bfloat16, "stochastic")
+  text = compiled.as_text()
+  bodies = dict(re.findall(r"\n(%[\w.-]+) \(.*?\n(.*?)\n\}", text, re.S))
+  loops = re.findall(
+      r"= \w+\[256,256\]\{1,0\} fusion\(.*calls=(%[\w.-]+)",
+      text.split("\nENTRY ")[1])
+  hashes = [_hashes(bodies[body]) for body in loops]
+  assert max(hashes) == 1, hashes  # (loops that write float32 draw none)
+
+
+def _hashes(body):
+  """The hashes in a loop, from its elementwise uint32 multiplications.
+
+  Each hash multiplies twice in MurmurHash3's finalizer, after the Weyl
+  step's multiplication of the element index, which the hashes of one loop
+  share (the key is added after it).
+  """
+  multiplies = len(re.findall(r"= u32\[256,256\]\S* multiply\(", body))
+  assert multiplies == 0 or multiplies % 2 == 1, body
+  return multiplies // 2
+
+
 # Not float16 itself: XLA:CPU recomputes a new float16 state buffer inside
 # the loop that writes the params, reading the old one, which it then copies
 # (1 to 4 param-sized temporaries, and a loop per copy), with nearest
