@@ -281,6 +281,10 @@ def measure_bits(size: int) -> dict[str, Any]:
   uniform = bits / 2**16
   counts = np.bincount((bits[0] // 2**8).astype(int), minlength=256)
   expected = size / 256
+  # Pairs of consecutive elements' top 4 bits: 256 cells, if independent.
+  top = (bits[0] // 2**12).astype(int)
+  pairs = np.bincount(top[:-1] * 16 + top[1:], minlength=256)
+  pairs_expected = (size - 1) / 256
   return {
       "size": size,
       "ms": timings,
@@ -290,6 +294,8 @@ def measure_bits(size: int) -> dict[str, Any]:
           "variance (1/12 = 0.0833)": float(uniform.var()),
           "chi2_256_bins (255 +- 22.6)": float(
               ((counts - expected) ** 2 / expected).sum()),
+          "chi2_consecutive_pairs (255 +- 22.6)": float(
+              ((pairs - pairs_expected) ** 2 / pairs_expected).sum()),
           "corr_adjacent_elements": float(
               np.corrcoef(uniform[0, :-1], uniform[0, 1:])[0, 1]),
           "corr_consecutive_steps": float(
