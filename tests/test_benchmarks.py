@@ -275,6 +275,7 @@ def low_precision():
   return module
 
 
+@pytest.mark.slow
 def test_low_precision_quick_run_reports_every_setting(low_precision,
                                                        tmp_path):
   reports = low_precision.main([

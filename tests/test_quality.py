@@ -42,6 +42,7 @@ def run(tmp_path_factory):
   return out, reports["mnist1d"]
 
 
+@pytest.mark.slow
 def test_writes_json_and_both_plots(run):
   out, report = run
   assert json.loads((out / "quality-mnist1d.json").read_text()) == json.loads(
@@ -50,6 +51,7 @@ def test_writes_json_and_both_plots(run):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_report_has_curves_and_horizon_values_per_optimizer(run):
   report = run[1]
   assert tuple(report["optimizers"]) == OPTIMIZERS
@@ -70,6 +72,7 @@ def test_report_has_curves_and_horizon_values_per_optimizer(run):
     assert result["command"] == report["command"]
 
 
+@pytest.mark.slow
 def test_seed_runs_repeat_the_grid_runs_bit_for_bit(run):
   # What is deterministic: on one machine, the seed-0 run of the seed phase
   # repeats the grid's seed-0 run bit for bit (same data, initialization,
@@ -82,6 +85,7 @@ def test_seed_runs_repeat_the_grid_runs_bit_for_bit(run):
     assert run[1]["optimizers"][name]["seed0_repeat_identical"], name
 
 
+@pytest.mark.slow
 def test_untuned_optimizer_is_one_run_with_no_search(run):
   result = run[1]["optimizers"]["sf_plus"]
   assert result["tuned"] is False
@@ -122,6 +126,7 @@ def test_prodigy_cosine_trains_from_its_first_step():
   assert np.all(np.isfinite(result["curve"]["test_loss_mean"]))
 
 
+@pytest.mark.slow
 def test_horizon_table_compares_cosine_tuned_per_stop_with_one_sf_run(run):
   report = run[1]
   assert [row["steps"] for row in report["horizons"]] == [2, 4, 8, 32]
@@ -139,6 +144,7 @@ def test_horizon_table_compares_cosine_tuned_per_stop_with_one_sf_run(run):
           report["optimizers"][name]["at_horizon"][stop]["test_loss_mean"])
 
 
+@pytest.mark.slow
 def test_untuned_goal_is_the_relative_gap_to_the_tuned_cosine(run):
   report = run[1]
   goal = report["untuned_goal"]
@@ -165,6 +171,7 @@ def test_untuned_goal_boundary_and_non_finite_losses(ours, cosine, within):
     assert row["relative_gap"] is None and row["sf_plus"] is None
 
 
+@pytest.mark.slow
 def test_summary_table_has_a_row_per_optimizer_and_the_goal(run):
   lines = quality.format_summary(run[1]).splitlines()
   rows = [line.split()[0] for line in lines if line.strip()]
@@ -176,6 +183,7 @@ def test_summary_table_has_a_row_per_optimizer_and_the_goal(run):
   assert "untuned" in sf_plus_row
 
 
+@pytest.mark.slow
 def test_merge_replaces_only_the_named_optimizers_and_keeps_commands(run):
   existing = copy.deepcopy(run[1])
   # A JSON written before --only existed: one command, none per optimizer.
@@ -204,6 +212,7 @@ def test_merge_replaces_only_the_named_optimizers_and_keeps_commands(run):
       run[1]["command"])
 
 
+@pytest.mark.slow
 def test_merge_refuses_another_protocol(run):
   other = copy.deepcopy(run[1])
   other["config"]["seeds"] = [0, 1, 2]
@@ -211,6 +220,7 @@ def test_merge_refuses_another_protocol(run):
     quality.merge(run[1], other, ["sf_plus"])
 
 
+@pytest.mark.slow
 def test_only_reruns_the_named_optimizers_into_the_existing_json(
     run, tmp_path):
   out, report = run
@@ -229,6 +239,7 @@ def test_only_reruns_the_named_optimizers_into_the_existing_json(
           == report["optimizers"]["sf_plus"]["curve"])
 
 
+@pytest.mark.slow
 def test_only_refuses_another_protocol_before_training(run, tmp_path,
                                                       monkeypatch):
   out, _ = run
@@ -322,6 +333,7 @@ def _anchor_for(report):
           **torch_anchor.summarize(meta, per_seed)}
 
 
+@pytest.mark.slow
 def test_docs_table_is_written_from_the_jsons(run, tmp_path):
   out, report = run
   (tmp_path / "quality-mnist1d.json").write_bytes(
@@ -382,6 +394,7 @@ def test_docs_verdicts_say_by_how_much_the_goal_is_missed(gap, text):
   assert quality._verdict(row) == text
 
 
+@pytest.mark.slow
 def test_docs_refuse_an_anchor_of_another_protocol(run, tmp_path):
   out, report = run
   (tmp_path / "quality-mnist1d.json").write_bytes(
@@ -393,6 +406,7 @@ def test_docs_refuse_an_anchor_of_another_protocol(run, tmp_path):
     quality.docs_blocks(tmp_path)
 
 
+@pytest.mark.slow
 def test_write_docs_replaces_only_the_generated_blocks(run, tmp_path):
   out, _ = run
   files = {}

@@ -59,7 +59,7 @@ def _readme_words() -> str:
 
 def test_readme_gives_the_test_run_s_time_and_memory():
   words = _readme_words()
-  assert "about 11 minutes on a quiet 2-core machine" in words
+  assert "about 9 minutes on a quiet 2-core machine" in words
   assert "about 3.6 GB of memory at its peak" in words
 
 

@@ -440,8 +440,14 @@ def _step(tx, params, state, batch):
   return optax.apply_updates(params, updates), state
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_step(tx):
+  # One compilation per optimizer object: runs of the same tx share it.
+  return jax.jit(functools.partial(_step, tx))
+
+
 def _train(tx, params, state, batches):
-  step = jax.jit(functools.partial(_step, tx))
+  step = _jitted_step(tx)
   for batch in batches:
     params, state = step(params, state, batch)
   return params, state
@@ -758,24 +764,28 @@ def test_apply_if_finite_takes_float32_gradients(entry):
 
   widen = lambda tree: jax.tree.map(  # noqa: E731
       lambda g: g.astype(jnp.float32), tree)
-  bare, bare_state = params, make().init(params)
+  bare_tx = make()
+  bare_step, guarded_step = _step_with(bare_tx), _step_with(guarded)
+  bare, bare_state = params, bare_tx.init(params)
   wrapped, wrapped_state = params, guarded.init(params)
   for batch in batches:
     value, grads = jax.value_and_grad(problem.loss)(bare, batch)
-    bare, bare_state = _step_with(make(), bare, bare_state, grads, value)
+    bare, bare_state = bare_step(bare, bare_state, grads, value)
     value, grads = jax.value_and_grad(problem.loss)(wrapped, batch)
-    grads = widen(grads)
-    wrapped, wrapped_state = _step_with(guarded, wrapped, wrapped_state, grads,
-                                        value)
+    wrapped, wrapped_state = guarded_step(wrapped, wrapped_state,
+                                          widen(grads), value)
   _assert_identical(wrapped, bare)
   nan = jax.tree.map(lambda g: jnp.full_like(g, jnp.nan), grads)
-  skipped, _ = _step_with(guarded, wrapped, wrapped_state, nan, value)
+  skipped, _ = guarded_step(wrapped, wrapped_state, widen(nan), value)
   _assert_identical(skipped, wrapped)
 
 
-def _step_with(tx, params, state, grads, value):
-  updates, state = jax.jit(tx.update)(grads, state, params, value=value)
-  return optax.apply_updates(params, updates), state
+def _step_with(tx):
+  @jax.jit
+  def step(params, state, grads, value):
+    updates, state = tx.update(grads, state, params, value=value)
+    return optax.apply_updates(params, updates), state
+  return step
 
 
 def _below_half_an_ulp_run(tx):

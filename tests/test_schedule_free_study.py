@@ -316,6 +316,7 @@ def run(tmp_path_factory):
   return out, summary, saved
 
 
+@pytest.mark.slow
 def test_writes_summary_json_and_plot(run):
   out, summary, _ = run
   assert json.loads((out / "schedule_free_study.json").read_text()) == (
@@ -325,6 +326,7 @@ def test_writes_summary_json_and_plot(run):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_recommended_settings_build_the_optimizer(run):
   recommended = dict(run[1]["recommended"])
   warmup_fraction = recommended.pop("warmup_fraction")
@@ -334,6 +336,7 @@ def test_recommended_settings_build_the_optimizer(run):
   optfree.schedule_free_adamw(1e-3, **recommended)
 
 
+@pytest.mark.slow
 def test_weight_decay_runs_train_with_their_weight_decay(run):
   _, summary, saved = run
   for row in summary["tasks"]["mnist1d"]["weight_decay"]["rows"]:
@@ -353,6 +356,7 @@ def test_weight_decay_runs_train_with_their_weight_decay(run):
                 != decayed["points"][str(STEPS)]["val_loss"])
 
 
+@pytest.mark.slow
 def test_gap_tables_use_choices_made_on_validation(run):
   _, summary, saved = run
   records = study.Records(saved["records"])
