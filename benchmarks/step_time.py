@@ -28,6 +28,8 @@ Usage::
   python benchmarks/step_time.py --flatten --leaves 512 4096   # + optax.flatten
   python benchmarks/step_time.py --rounding   # stochastic vs nearest, bf16
   python benchmarks/step_time.py --rounding --constant-bits  # + without hash
+  python benchmarks/step_time.py --only schedule_free_plus   # merged into
+                                                             # the JSON
 
 Results go to ``benchmarks/results/step_time-<device>.json`` and ``.png``
 (``step_time-<device>-flatten.*`` with ``--flatten``, which also times each
@@ -91,6 +93,28 @@ class Optimizer:
   passes: int  # param-sized buffers the algorithm must read + write per step
 
 
+def _merged(path: str, result: dict[str, Any], only: list[str]
+            ) -> dict[str, Any]:
+  """``result``'s records of the pairs in ``only`` in place of the file's.
+
+  The file's other records and meta stay; ``meta["merged"]`` lists each
+  merged run's meta (its command, date and versions).
+  """
+  with open(path) as f:
+    stored = json.load(f)
+  pairs = {record["pair"] for record in result["records"]}
+  stored["records"] = [r for r in stored["records"]
+                       if r["pair"] not in pairs] + result["records"]
+  # A merged run whose pairs this one replaces no longer describes a record.
+  stored["meta"]["merged"] = [
+      run for run in stored["meta"].get("merged", [])
+      if not set(run["only"]) <= set(only)] + [dict(result["meta"],
+                                                    only=list(only))]
+  stored["skipped"] = {**{k: v for k, v in stored["skipped"].items()
+                          if k not in only}, **result["skipped"]}
+  return stored
+
+
 def _optfree(name: str, **kwargs: Any) -> Callable[..., Any]:
   # Looked up by name at call time, so the benchmark runs whichever optfree
   # optimizers are implemented in this checkout and skips the others.
@@ -123,7 +147,18 @@ PAIRS = (
      Optimizer("optax.adam", lambda: optax.adam(1e-3), 7)),
     (Optimizer("amsbound", _optfree("amsbound", learning_rate=1e-3), 9),
      Optimizer("optax.amsgrad", lambda: optax.amsgrad(1e-3), 9)),
+    # ScheduleFree+ keeps z, m, v as the Schedule-Free wrapper over Adam does
+    # (9 passes; its two global sums read g, z and y once more before the
+    # update, which the efficiency does not count). The loss it needs is a
+    # constant here (_LOSS).
+    (Optimizer("schedule_free_plus", _optfree("schedule_free_plus"), 9),
+     Optimizer("optax.contrib.schedule_free(optax.adam)",
+               lambda: optax.contrib.schedule_free(
+                   optax.adam(1e-3, b1=0.9, b2=0.95), 1e-3), 9)),
 )
+# The loss every step passes (optax's extra-args convention; only
+# ScheduleFree+ reads it, every other optimizer ignores it).
+_LOSS = 1.0
 
 
 def _with_constant_bits(
@@ -187,9 +222,12 @@ def _floor_step(a, b):
 
 
 def _make_step(opt: optax.GradientTransformation):
+  opt = optax.with_extra_args_support(opt)
+
   def step(params_and_state, grads):
     params, state = params_and_state
-    updates, state = opt.update(grads, state, params)
+    updates, state = opt.update(grads, state, params,
+                                value=jnp.float32(_LOSS))
     return optax.apply_updates(params, updates), state
   return step
 
@@ -462,7 +500,9 @@ def main(argv=None) -> int:
   parser.add_argument("--dtypes", nargs="+",
                       help="param dtypes (default float32 bfloat16)")
   parser.add_argument("--only", nargs="+",
-                      help="time only the pairs whose optfree name is given")
+                      help="time only the pairs whose optfree name is given; "
+                           "into an existing results JSON, their records "
+                           "replace the stored ones and the others stay")
   parser.add_argument("--flatten", action="store_true",
                       help="also time each optfree optimizer under "
                            "optax.flatten (for many small leaves)")
@@ -534,8 +574,12 @@ def main(argv=None) -> int:
       command=" ".join(["python", "benchmarks/step_time.py"]
                        + list(argv if argv is not None else sys.argv[1:])),
   )
+  result = dict(meta=meta, skipped=skipped, records=records)
+  if args.only and os.path.exists(stem + ".json"):
+    result = _merged(stem + ".json", result, args.only)
+    records = result["records"]
   with open(stem + ".json", "w") as f:
-    json.dump(dict(meta=meta, skipped=skipped, records=records), f, indent=1)
+    json.dump(result, f, indent=1)
   plot(records, stem + ".png")
   print(f"wrote {stem}.json and {stem}.png")
   return 0

@@ -110,7 +110,35 @@ def test_optfree_steps_peak_at_params_grads_and_state(quick_run):
     elif r["optimizer"] in mine:
       # passes = 2 x state buffers + 3, the buffers = params + grads + state;
       # the margin is the scalar state (at 4k params); a buffer would be 1.
-      assert peak == pytest.approx((r["passes"] + 1) / 2, abs=0.1), r
+      expected = (r["passes"] + 1) / 2
+      if r["optimizer"] == "schedule_free_plus":
+        # On XLA:CPU it keeps a copy of z (tests/test_step_memory.py,
+        # SCHEDULE_FREE_PLUS_ON_CPU), and with several leaves up to one
+        # buffer more, as measured (the sweep's "temps": 1-2 in float32).
+        assert expected + 0.9 <= peak <= expected + 2.1, r
+        continue
+      assert peak == pytest.approx(expected, abs=0.1), r
+
+
+def test_only_merges_into_an_existing_results_json(step_time, tmp_path):
+  def run(*only):
+    assert step_time.main([
+        "--sizes", "4k", "--leaves", "1", "--dtypes", "float32", "--only",
+        *only, "--reps", "1", "--steps", "1", "--out", str(tmp_path),
+        "--no-progress"]) == 0
+    with open(tmp_path / f"step_time-{step_time.device_name()}.json") as f:
+      return json.load(f)
+
+  first = run("lion", "adabound")
+  lion = [r for r in first["records"] if r["pair"] == "lion"]
+  merged = run("adabound")
+  assert {r["pair"] for r in merged["records"]} == {"lion", "adabound"}
+  # The records of the pair not rerun stay as they were.
+  assert [r for r in merged["records"] if r["pair"] == "lion"] == lion
+  assert merged["meta"]["command"] == first["meta"]["command"]
+  assert [run["only"] for run in merged["meta"]["merged"]] == [["adabound"]]
+  assert [run["only"] for run in run("adabound")["meta"]["merged"]] == [
+      ["adabound"]]
 
 
 def test_bandwidth_fraction_is_reported_against_the_given_peak(
