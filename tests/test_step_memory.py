@@ -117,6 +117,15 @@ def test_cpu_each_param_sized_output_is_written_by_one_loop(entry, dtype,
   assert len(loops) == outputs + allowed, loops
 
 
+def _param_sized_fusions(compiled):
+  """(name, fused computation's text) of each param-sized loop fusion."""
+  text = compiled.as_text()
+  bodies = dict(re.findall(r"\n(%[\w.-]+) \(.*?\n(.*?)\n\}", text, re.S))
+  return [(name, bodies[body]) for name, body in re.findall(
+      r"(%[\w.-]+) = \w+\[256,256\]\{1,0\} fusion\(.*calls=(%[\w.-]+)",
+      text.split("\nENTRY ")[1])]
+
+
 def _param_sized_loops(compiled):
   entry_computation = compiled.as_text().split("\nENTRY ")[1]
   return [op for op in re.findall(
@@ -135,12 +144,7 @@ def test_cpu_each_stochastic_loop_draws_its_bits_once(entry):
   # copy of the old buffer. (So two buffers could share one draw only inside
   # one loop, which XLA:CPU does not emit.)
   compiled, _ = _compiled_step(entry, jnp.bfloat16, "stochastic")
-  text = compiled.as_text()
-  bodies = dict(re.findall(r"\n(%[\w.-]+) \(.*?\n(.*?)\n\}", text, re.S))
-  loops = re.findall(
-      r"= \w+\[256,256\]\{1,0\} fusion\(.*calls=(%[\w.-]+)",
-      text.split("\nENTRY ")[1])
-  hashes = [_hashes(bodies[body]) for body in loops]
+  hashes = [_hashes(body) for _, body in _param_sized_fusions(compiled)]
   assert max(hashes) == 1, hashes  # (loops that write float32 draw none)
 
 
@@ -184,15 +188,9 @@ def test_cpu_each_param_sized_loop_has_a_scalar_operand(entry, dtype,
   # maximum was such a loop, 0.75x optax.amsgrad at 1M params, until it
   # multiplied by an exact 1 (benchmarks/step_time.py).
   compiled, _ = _compiled_step(entry, dtype, rounding)
-  text = compiled.as_text()
-  bodies = dict(re.findall(r"\n(%[\w.-]+) \(.*?\n(.*?)\n\}", text, re.S))
-  entry_computation = text.split("\nENTRY ")[1]
-  loops = re.findall(
-      r"(%[\w.-]+) = \w+\[256,256\]\{1,0\} fusion\(.*calls=(%[\w.-]+)",
-      entry_computation)
+  loops = _param_sized_fusions(compiled)
   assert loops
-  without_scalar = [name for name, body in loops
-                    if "broadcast(" not in bodies[body]]
+  without_scalar = [name for name, body in loops if "broadcast(" not in body]
   if _cpu_allowance(entry, dtype, rounding) is not None:
     # ScheduleFree+'s copies (see SCHEDULE_FREE_PLUS_ON_CPU): one loop per
     # copied buffer, as counted there.
