@@ -1074,7 +1074,7 @@ def eval_params(
   state, flattened = _the_schedule_free_state(opt_state, params)
 
   def x_leaf(y, z):
-    if isinstance(z, optax.MaskedNode):  # a leaf the optimizer never saw
+    if _is_masked(z):  # a leaf the optimizer never saw
       return y
     return ((y - (1 - state.b1) * z) / state.b1).astype(jnp.asarray(y).dtype)
 
