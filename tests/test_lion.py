@@ -100,16 +100,21 @@ def test_equals_optax_lion(weight_decay, mask):
   jax.tree.map(np.testing.assert_array_equal, our_state, their_state)
 
 
-def test_bfloat16_momentum_signs_differ_only_within_rounding_of_zero():
-  # With bfloat16 momentum, c is formed from the rounded new momentum m'
-  # (no copy of m): its sign may differ from exact b1 m + (1 - b1) g only
-  # where c is within m's rounding (2^-9 relative) of 0.
+def _bfloat16_momentum_case():
+  """b1, b2, a bfloat16 momentum m and gradient g, Lion and its state at m."""
   b1, b2 = 0.9, 0.99
   rng = np.random.default_rng(0)
   m, g = (jnp.asarray(rng.normal(size=1 << 16), jnp.bfloat16)
           for _ in range(2))
   tx = optfree.scale_by_lion(b1=b1, b2=b2)
-  state = tx.init(m)._replace(mu=m)
+  return b1, b2, m, g, tx, tx.init(m)._replace(mu=m)
+
+
+def test_bfloat16_momentum_signs_differ_only_within_rounding_of_zero():
+  # With bfloat16 momentum, c is formed from the rounded new momentum m'
+  # (no copy of m): its sign may differ from exact b1 m + (1 - b1) g only
+  # where c is within m's rounding (2^-9 relative) of 0.
+  b1, b2, m, g, tx, state = _bfloat16_momentum_case()
   signs, state = tx.update(g, state)
   m64, g64 = (np.asarray(x, np.float64) for x in (m, g))
   exact = b1 * m64 + (1 - b1) * g64
@@ -204,12 +209,7 @@ def test_every_platform_takes_c_from_the_new_momentum():
   # c = g + (b1 / b2) (m' - g) on every platform (optfree/lion.py: XLA:TPU
   # needs it as much as XLA:CPU): its signs differ from the reference form's
   # only where c is within rounding of 0.
-  b1, b2 = 0.9, 0.99
-  rng = np.random.default_rng(0)
-  m, g = (jnp.asarray(rng.normal(size=1 << 16), jnp.bfloat16)
-          for _ in range(2))
-  tx = optfree.scale_by_lion(b1=b1, b2=b2)
-  state = tx.init(m)._replace(mu=m)
+  b1, b2, m, g, tx, state = _bfloat16_momentum_case()
   with mock.patch.object(jax.lax, "platform_dependent", _on_other_platforms):
     elsewhere, _ = tx.update(g, state)
   on_cpu, _ = tx.update(g, state)
